@@ -1,0 +1,223 @@
+"""Sequence matching: batch and online forms against a naive double loop on seeded data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vpr_seq_ros.errors import MatchingError
+from vpr_seq_ros.matching.distances import contrast_enhance, distance_matrix
+from vpr_seq_ros.matching.seqmatch import (OnlineSeqMatcher, SeqMatchSettings, seqmatch_batch,
+                                           slope_offsets)
+from vpr_seq_ros.matching.windows import segment_bounds, window_starts
+
+
+def naive_frame_distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    if metric == 'euclidean':
+        return float(np.sqrt(((a64 - b64) ** 2).sum()))
+    return float(np.abs(a64 - b64).sum())
+
+
+def naive_enhanced_column(refs, q, metric, window, segments):
+    """Contrast enhancement written out per row (no cumulative sums)."""
+    col = np.array([naive_frame_distance(r, q, metric) for r in refs])
+    if window is None:
+        return col
+    out = np.empty_like(col)
+    for i in range(len(col)):
+        same = [k for k in range(max(0, i - window), min(len(col), i + window + 1))
+                if all(segments[m] == segments[i] for m in range(min(k, i), max(k, i) + 1))]
+        vals = col[same]
+        out[i] = (col[i] - vals.mean()) / max(vals.std(), 1e-9)
+    return out
+
+
+def naive_windows(segments, length, window, span):
+    """Window frame lists per anchor, written from the definition."""
+    n = len(segments)
+    out = []
+    for j in range(n):
+        seg = [k for k in range(n) if segments[k] == segments[j]]
+        lo, hi = min(seg), max(seg) + 1
+        if window == 'trailing':
+            first = j - span + 1
+            out.append(first if first >= lo else None)
+        else:
+            if hi - lo < span:
+                out.append(None)
+            else:
+                out.append(min(max(j - length // 2, lo), hi - span))
+    return out
+
+
+def naive_seqmatch(refs, queries, settings, ref_segments, query_segments):
+    """(N, M) sequence distances by the definition: a double loop over anchors."""
+    n, m, length = len(refs), len(queries), settings.length
+    cols = np.stack([naive_enhanced_column(refs, q, settings.metric, settings.contrast_window,
+                                           ref_segments) for q in queries], axis=1)
+    q_first = naive_windows(query_segments, length, settings.window, length)
+    best = np.full((n, m), np.inf)
+    for slope in settings.slopes:
+        back = [int(round(slope * k)) for k in range(length)]  # rows back per frame back
+        span = back[-1] + 1
+        r_first = naive_windows(ref_segments, length, settings.window, span)
+        for i in range(n):
+            for j in range(m):
+                if q_first[j] is None or r_first[i] is None:
+                    continue
+                q_frames = [q_first[j] + t for t in range(length)]          # oldest first
+                r_last = r_first[i] + span - 1
+                r_frames = [r_last - back[length - 1 - t] for t in range(length)]
+                d = np.mean([cols[r, q] for r, q in zip(r_frames, q_frames)])
+                best[i, j] = min(best[i, j], d)
+    return best
+
+
+def seeded_runs(n=40, m=30, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    refs = rng.normal(size=(n, d)).astype(np.float32)
+    queries = (refs[5:5 + m] + 0.5 * rng.normal(size=(m, d))).astype(np.float32)
+    return refs, queries
+
+
+CASES = [
+    SeqMatchSettings(length=1),
+    SeqMatchSettings(length=5),
+    SeqMatchSettings(length=4, metric='sad'),
+    SeqMatchSettings(length=5, window='centred'),
+    SeqMatchSettings(length=6, window='centred', metric='sad', contrast_window=3),
+    SeqMatchSettings(length=5, contrast_window=4),
+    SeqMatchSettings(length=5, slopes=(0.8, 1.0, 1.25, 1.5)),
+    SeqMatchSettings(length=7, metric='sad', slopes=(1.0, 2.0), contrast_window=5),
+]
+
+
+@pytest.mark.parametrize('settings', CASES, ids=lambda s: repr(s))
+@pytest.mark.parametrize('segmented', [False, True])
+def test_batch_equals_naive(settings, segmented):
+    refs, queries = seeded_runs()
+    ref_seg = np.repeat([0, 1, 2], [15, 3, 22]) if segmented else np.zeros(len(refs), int)
+    q_seg = np.repeat([4, 7], [12, 18]) if segmented else np.zeros(len(queries), int)
+    expected = naive_seqmatch(refs, queries, settings, ref_seg, q_seg)
+    result = seqmatch_batch(refs, queries, settings, top_k=5, ref_segments=ref_seg,
+                            query_segments=q_seg, keep_matrix=True, chunk=7)
+    np.testing.assert_allclose(result.matrix, expected, rtol=1e-4, atol=1e-4)
+    # top-K is the sorted head of every valid column
+    for j in np.flatnonzero(result.matches.valid):
+        order = np.argsort(expected[:, j], kind='stable')[:5]
+        np.testing.assert_allclose(result.matches.distances[j],
+                                   np.where(np.isfinite(expected[order, j]),
+                                            expected[order, j], np.inf), rtol=1e-4, atol=1e-4)
+    invalid = ~result.matches.valid
+    assert np.all(np.isinf(expected[:, invalid]))
+    assert np.all(result.matches.ref_indices[invalid] == -1)
+
+
+@pytest.mark.parametrize('settings', [s for s in CASES if s.window == 'trailing'],
+                         ids=lambda s: repr(s))
+def test_online_equals_batch(settings):
+    refs, queries = seeded_runs(seed=3)
+    ref_seg = np.repeat([0, 1], [25, 15])
+    q_seg = np.repeat([0, 1], [13, 17])
+    batch = seqmatch_batch(refs, queries, settings, top_k=3, ref_segments=ref_seg,
+                           query_segments=q_seg, keep_matrix=True)
+    online = OnlineSeqMatcher(refs, settings, ref_seg, resync_every=4)
+    for j, (q, seg) in enumerate(zip(queries, q_seg)):
+        scores = online.push(q, int(seg))
+        if not batch.matches.valid[j]:
+            assert scores is None
+        else:
+            np.testing.assert_allclose(scores, batch.matrix[:, j], rtol=1e-5, atol=1e-5)
+
+
+def test_online_running_sums_stay_exact_over_long_runs():
+    rng = np.random.default_rng(1)
+    refs = rng.normal(size=(50, 8)).astype(np.float32)
+    settings = SeqMatchSettings(length=5)
+    online = OnlineSeqMatcher(refs, settings, resync_every=10_000)
+    queries = rng.normal(size=(600, 8)).astype(np.float32)
+    for q in queries:
+        scores = online.push(q)
+    expected = seqmatch_batch(refs, queries[-5:], settings, keep_matrix=True).matrix[:, -1]
+    np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_online_resets_on_segment_change_and_reset():
+    refs, queries = seeded_runs()
+    online = OnlineSeqMatcher(refs, SeqMatchSettings(length=3))
+    assert online.push(queries[0]) is None
+    assert online.push(queries[1]) is None
+    assert online.push(queries[2]) is not None
+    assert online.push(queries[3], segment=1) is None
+    online.reset()
+    assert online.num_frames == 0 and not online.ready
+
+
+def test_online_rejects_centred():
+    with pytest.raises(MatchingError, match='trailing'):
+        OnlineSeqMatcher(np.zeros((4, 2), np.float32), SeqMatchSettings(window='centred'))
+
+
+def test_sequence_matching_finds_the_true_place():
+    refs, queries = seeded_runs(n=60, m=40, d=32, seed=5)
+    result = seqmatch_batch(refs, queries, SeqMatchSettings(length=5), top_k=1)
+    truth = np.arange(len(queries)) + 5
+    valid = result.matches.valid
+    assert np.mean(result.matches.ref_indices[valid, 0] == truth[valid]) > 0.95
+
+
+def test_slope_offsets():
+    np.testing.assert_array_equal(slope_offsets(5, 1.0), [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(slope_offsets(3, 2.0), [0, 2, 4])
+    assert slope_offsets(5, 0.5)[-1] == 2
+
+
+def test_windows_and_segments():
+    seg = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2])
+    start, end = segment_bounds(seg)
+    np.testing.assert_array_equal(start, [0, 0, 0, 3, 3, 3, 3, 3, 8])
+    np.testing.assert_array_equal(end, [3, 3, 3, 8, 8, 8, 8, 8, 9])
+    starts, valid = window_starts(seg, 3, 'trailing')
+    np.testing.assert_array_equal(valid, [0, 0, 1, 0, 0, 1, 1, 1, 0])
+    starts, valid = window_starts(seg, 3, 'centred')
+    np.testing.assert_array_equal(valid, [1, 1, 1, 1, 1, 1, 1, 1, 0])
+    np.testing.assert_array_equal(starts[:8], [0, 0, 0, 3, 3, 4, 5, 5])
+
+
+def test_official_centred_boundary_example():
+    # methods.md 4.5: n = 10, L = 5: anchors 0, 1, 2 -> frames 0..4; 8, 9 -> 5..9.
+    starts, valid = window_starts(np.zeros(10, int), 5, 'centred')
+    assert valid.all()
+    np.testing.assert_array_equal(starts, [0, 0, 0, 1, 2, 3, 4, 5, 5, 5])
+
+
+def test_contrast_enhance_matrix_equals_columns():
+    rng = np.random.default_rng(2)
+    d = rng.random((30, 4)).astype(np.float32)
+    seg = np.repeat([0, 1], [12, 18])
+    s, e = segment_bounds(seg)
+    full = contrast_enhance(d, 3, s, e)
+    for j in range(4):
+        np.testing.assert_allclose(full[:, j], contrast_enhance(d[:, j], 3, s, e), rtol=1e-6)
+        np.testing.assert_allclose(full[:, j], naive_enh(d[:, j], 3, seg), rtol=1e-4,
+                                   atol=1e-5)
+
+
+def naive_enh(col, window, seg):
+    out = np.empty(len(col))
+    for i in range(len(col)):
+        idx = [k for k in range(max(0, i - window), min(len(col), i + window + 1))
+               if seg[k] == seg[i]]
+        out[i] = (col[i] - col[idx].mean()) / max(col[idx].std(), 1e-9)
+    return out
+
+
+def test_distance_matrix_metrics():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(7, 5)), rng.normal(size=(3, 5))
+    for metric in ('euclidean', 'sad'):
+        expected = np.array([[naive_frame_distance(x, y, metric) for y in b] for x in a])
+        np.testing.assert_allclose(distance_matrix(a, b, metric), expected, rtol=1e-5)
+    with pytest.raises(MatchingError, match='unknown frame distance'):
+        distance_matrix(a, b, 'cosine')

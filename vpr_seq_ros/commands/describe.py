@@ -1,0 +1,64 @@
+"""``vpr-seq describe``: frame (and sequence) descriptors of a run, to an .npz file."""
+
+from __future__ import annotations
+
+import argparse
+
+from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
+                                         add_matching_options, config_from_args, make_progress)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        'describe', help='write frame and sequence descriptors of a run to .npz',
+        description='Encode every frame of a run once and write frame_descriptors (N x D, '
+        'float32, frame order), stamps_ns and names. For sequence aggregators (jist-r18, or '
+        '--method seqgem) also sequence_descriptors: one row per trailing window, row i '
+        'covering frames i .. i+L-1 (windows that would cross a segment are left out; '
+        'sequence_first_frame gives each row\'s first frame).')
+    parser.add_argument('source', metavar='SOURCE', help='image folder or .npy descriptor file')
+    parser.add_argument('-o', '--output', required=True, metavar='OUT.npz', help='output file')
+    add_config_options(parser)
+    add_encoder_options(parser)
+    add_matching_options(parser)
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from vpr_seq_ros.encoders import build_encoder
+    from vpr_seq_ros.matching.seqgem import sequence_descriptors
+    from vpr_seq_ros.pipeline import encode_run
+    from vpr_seq_ros.sources import open_source
+    from vpr_seq_ros.writing import atomic_write
+
+    cfg = config_from_args(args)
+    encoder = build_encoder(cfg.encoder)
+    source = open_source(args.source, cfg.source)
+    bar = make_progress(len(source), 'encoding', not args.no_progress)
+    try:
+        run_ = encode_run(source, encoder, cfg.encoder.batch_size, bar.update)
+    finally:
+        bar.close()
+    arrays = {'frame_descriptors': run_.descriptors, 'stamps_ns': run_.stamps_ns,
+              'names': np.asarray(run_.names, dtype=np.str_),
+              'encoder': np.frombuffer(json.dumps(encoder.settings()).encode(), np.uint8)}
+    length = cfg.sequence.length
+    if encoder.seqgem_p is not None or cfg.matching.method == 'seqgem':
+        p = encoder.seqgem_p if encoder.seqgem_p is not None else cfg.matching.seqgem_p
+        seq, valid = sequence_descriptors(run_.descriptors, length, p, run_.segments, 'trailing')
+        last = np.flatnonzero(valid)
+        arrays['sequence_descriptors'] = seq[last]
+        arrays['sequence_first_frame'] = last - (length - 1)
+        arrays['seqgem_p'] = np.float32(p)
+    out = atomic_write(Path(args.output), lambda handle: np.savez(handle, **arrays))
+    summary = f'{out}: {run_.descriptors.shape[0]} frames x {run_.descriptors.shape[1]}'
+    if 'sequence_descriptors' in arrays:
+        summary += f', {len(arrays["sequence_descriptors"])} sequences (L={length})'
+    print(summary)
+    return 0

@@ -1,0 +1,464 @@
+"""One configuration schema for the whole pipeline.
+
+Frozen, nested dataclasses that follow the data flow (source -> encoder -> sequence -> matching
+-> map -> evaluation). The offline tools load it from named presets (``config/presets/*.yaml``),
+a YAML file and command-line overrides; the ROS node declares its parameters as the dotted
+projection of the same schema (:func:`flatten`). Unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from vpr_seq_ros.errors import ConfigError
+
+ENCODERS = ('patchnorm', 'npy', 'jist-r18')
+TRANSFORMS = ('none', 'seqmatchnet')
+RUNTIMES = ('torch', 'onnx')
+DEVICES = ('cpu', 'cuda', 'auto')
+METHODS = ('single', 'seqmatch', 'seqgem')
+WINDOWS = ('trailing', 'centred')
+DISTANCES = ('euclidean', 'sad')
+MAP_DTYPES = ('float32', 'float16')
+GROUND_TRUTHS = ('same-index', 'radius')
+
+
+def _choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f'{section}.{name} = {value!r} is not one of {", ".join(choices)}')
+
+
+def _positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = '>= 0' if allow_zero else '> 0'
+        raise ConfigError(f'{section}.{name} = {value!r} must be {bound}')
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How frames are read.
+
+    Attributes:
+        rate_hz: frame rate used to synthesise stamps for image folders whose frames carry no
+            stamps.
+        poses: CSV of per-frame stamps/poses/segments for an image folder (columns ``name`` and
+            any of ``stamp_ns, x, y, z, yaw, segment``); default ``<folder>/frames.csv`` if
+            present.
+        image_topic: image topic of a bag source.
+        pose_topic: pose topic of a bag source.
+        keyframe_distance_m: keep a frame only once the robot moved this far (0 keeps all).
+    """
+
+    rate_hz: float = 10.0
+    poses: str | None = None
+    image_topic: str | None = None
+    pose_topic: str | None = None
+    keyframe_distance_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive('source', 'rate_hz', self.rate_hz)
+        _positive('source', 'keyframe_distance_m', self.keyframe_distance_m, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class PatchNormConfig:
+    """SeqSLAM's patch-normalised thumbnail (greyscale ``width x height``, ``patch_size`` patches)."""
+
+    width: int = 64
+    height: int = 32
+    patch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ('width', 'height', 'patch_size'):
+            _positive('encoder.patchnorm', name, getattr(self, name))
+        if self.width % self.patch_size or self.height % self.patch_size:
+            raise ConfigError(
+                f'encoder.patchnorm: width {self.width} and height {self.height} must be '
+                f'multiples of patch_size {self.patch_size}')
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """Optional learnt transform after the frame encoder (SeqMatchNet: y = L2norm(Wx + b))."""
+
+    name: str = 'none'
+    weights: str | None = None
+    random_init: bool = False
+
+    def __post_init__(self) -> None:
+        _choice('encoder.transform', 'name', self.name, TRANSFORMS)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Per-frame descriptor.
+
+    Attributes:
+        name: ``patchnorm`` (training-free), ``npy`` (precomputed descriptors, identity) or
+            ``jist-r18`` (JIST's ResNet-18 frame encoder).
+        weights: checkpoint path of a learnt encoder, or an ONNX model card.
+        random_init: allow seeded random weights (tests and benchmarks only; reported).
+        runtime: ``torch`` or ``onnx``.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        fp16: half precision on CUDA.
+        batch_size: frames per encoder call in offline tools.
+        input_height: model input height in pixels.
+        input_width: model input width in pixels.
+    """
+
+    name: str = 'patchnorm'
+    weights: str | None = None
+    random_init: bool = False
+    runtime: str = 'torch'
+    device: str = 'cpu'
+    fp16: bool = False
+    batch_size: int = 16
+    input_height: int = 480
+    input_width: int = 640
+    patchnorm: PatchNormConfig = field(default_factory=PatchNormConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+
+    def __post_init__(self) -> None:
+        _choice('encoder', 'name', self.name, ENCODERS)
+        _choice('encoder', 'runtime', self.runtime, RUNTIMES)
+        _choice('encoder', 'device', self.device, DEVICES)
+        for name in ('batch_size', 'input_height', 'input_width'):
+            _positive('encoder', name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Sequence length L and window placement (``trailing``: the last L frames, as a robot
+    sees them; ``centred``: the official SeqMatchNet test protocol)."""
+
+    length: int = 5
+    window: str = 'trailing'
+
+    def __post_init__(self) -> None:
+        _positive('sequence', 'length', self.length)
+        _choice('sequence', 'window', self.window, WINDOWS)
+
+
+@dataclass(frozen=True)
+class ContrastConfig:
+    """SeqSLAM local contrast enhancement of each distance column over +-``window`` rows."""
+
+    enabled: bool = False
+    window: int = 10
+
+    def __post_init__(self) -> None:
+        _positive('matching.contrast', 'window', self.window)
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    """How queries are matched against the map.
+
+    Attributes:
+        method: ``single`` (nearest frame), ``seqmatch`` (mean aligned frame distance) or
+            ``seqgem`` (generalized-mean sequence descriptor, nearest neighbour).
+        distance: frame distance for ``seqmatch``: ``euclidean`` or ``sad`` (sum of absolute
+            differences, SeqSLAM).
+        top_k: candidates kept per query.
+        contrast: local contrast enhancement of distance columns (``seqmatch``).
+        slopes: velocity search: reference frames advanced per query frame; 1.0 alone is the
+            identity kernel.
+        seqgem_p: SeqGeM exponent when the encoder does not provide a learnt one.
+    """
+
+    method: str = 'seqmatch'
+    distance: str = 'euclidean'
+    top_k: int = 20
+    contrast: ContrastConfig = field(default_factory=ContrastConfig)
+    slopes: tuple[float, ...] = (1.0,)
+    seqgem_p: float = 3.0
+
+    def __post_init__(self) -> None:
+        _choice('matching', 'method', self.method, METHODS)
+        _choice('matching', 'distance', self.distance, DISTANCES)
+        _positive('matching', 'top_k', self.top_k)
+        if not self.slopes:
+            raise ConfigError('matching.slopes must hold at least one slope')
+        for slope in self.slopes:
+            _positive('matching', 'slopes', slope)
+        _positive('matching', 'seqgem_p', self.seqgem_p)
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """Reference map storage (``float16`` halves the file and memory)."""
+
+    dtype: str = 'float32'
+
+    def __post_init__(self) -> None:
+        _choice('map', 'dtype', self.dtype, MAP_DTYPES)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Ground truth and metrics.
+
+    Attributes:
+        gt: ``same-index`` (traverses aligned by frame index) or ``radius`` (metres, from
+            poses).
+        tolerance_frames: same-index tolerance, in frames.
+        radius_m: positive radius for ``radius`` ground truth.
+        recall_at: the K of Recall@K.
+    """
+
+    gt: str = 'same-index'
+    tolerance_frames: int = 0
+    radius_m: float = 25.0
+    recall_at: tuple[int, ...] = (1, 5, 10, 20)
+
+    def __post_init__(self) -> None:
+        _choice('evaluation', 'gt', self.gt, GROUND_TRUTHS)
+        _positive('evaluation', 'tolerance_frames', self.tolerance_frames, allow_zero=True)
+        _positive('evaluation', 'radius_m', self.radius_m)
+        if not self.recall_at:
+            raise ConfigError('evaluation.recall_at must hold at least one K')
+        for k in self.recall_at:
+            _positive('evaluation', 'recall_at', k)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole pipeline's configuration."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        if self.sequence.window == 'centred' and tuple(self.matching.slopes) != (1.0,):
+            raise ConfigError(
+                'sequence.window = centred reproduces the official SeqMatchNet protocol, which '
+                'has no velocity search: use matching.slopes = [1.0] or sequence.window = '
+                'trailing')
+
+
+# --------------------------------------------------------------------------- dict conversion
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(path: str, tp: Any, value: Any) -> Any:
+    """Convert a YAML/CLI value to the declared field type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if _is_dataclass_type(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f'{path} must be a mapping, got {value!r}')
+        return _from_dict(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(path, inner[0], value)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f'{path} must be a list, got {value!r}')
+        return tuple(_coerce(f'{path}[{i}]', item_tp, v) for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ('true', 'false', '1', '0', 'yes', 'no'):
+            return value.lower() in ('true', '1', 'yes')
+        raise ConfigError(f'{path} must be true or false, got {value!r}')
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f'{path} must be an integer, got {value!r}')
+        try:
+            return int(value)
+        except ValueError as err:
+            raise ConfigError(f'{path} must be an integer, got {value!r}') from err
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f'{path} must be a number, got {value!r}')
+        try:
+            return float(value)
+        except ValueError as err:
+            raise ConfigError(f'{path} must be a number, got {value!r}') from err
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f'{path} must be a string, got {value!r}')
+        return str(value)
+    raise ConfigError(f'{path}: unsupported type {tp!r}')  # pragma: no cover
+
+
+def _from_dict(cls: type, data: Mapping[str, Any], prefix: str = '') -> Any:
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f'{prefix}.' if prefix else ''
+        raise ConfigError(
+            f'unknown configuration key {where}{unknown[0]!s}; valid keys here: '
+            f'{", ".join(where + n for n in names)}')
+    kwargs = {}
+    for name, value in data.items():
+        path = f'{prefix}.{name}' if prefix else name
+        kwargs[name] = _coerce(path, hints[name], value)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # pragma: no cover - all fields have defaults
+        raise ConfigError(str(err)) from err
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from a nested mapping; unknown keys are errors."""
+    return _from_dict(Config, data)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain-Python dict of a config (tuples become lists), YAML/JSON-ready."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def flatten(cfg: Any, prefix: str = '') -> dict[str, Any]:
+    """Dotted projection of a config (``{'matching.top_k': 20, ...}``), as ROS parameters."""
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f'{prefix}{f.name}'
+        if dataclasses.is_dataclass(value):
+            flat.update(flatten(value, key + '.'))
+        else:
+            flat[key] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten`: ``{'a.b': 1}`` -> ``{'a': {'b': 1}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        parts = key.split('.')
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f'configuration key {key} clashes with {part}')
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``override`` wins."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- presets and files
+
+
+def preset_dirs() -> list[Path]:
+    """Folders searched for ``<preset>.yaml``: the source tree, then installed share dirs."""
+    here = Path(__file__).resolve().parent
+    dirs = [here.parent / 'config' / 'presets',
+            Path(sys.prefix) / 'share' / 'vpr_seq_ros' / 'config' / 'presets']
+    try:  # an installed ROS package
+        from ament_index_python.packages import get_package_share_directory  # type: ignore
+
+        dirs.append(Path(get_package_share_directory('vpr_seq_ros')) / 'config' / 'presets')
+    except Exception:  # noqa: BLE001 - ament is optional
+        pass
+    return dirs
+
+
+def available_presets() -> list[str]:
+    """Names of all presets found."""
+    names = set()
+    for d in preset_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob('*.yaml'))
+    return sorted(names)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f'cannot read configuration file {path}: {err}') from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f'configuration file {path} is not valid YAML: {err}') from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f'configuration file {path} must hold a mapping at its top level')
+    return data
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw mapping of a named preset."""
+    for d in preset_dirs():
+        path = d / f'{name}.yaml'
+        if path.is_file():
+            return _read_yaml(path)
+    raise ConfigError(
+        f'unknown preset {name!r}; available presets: {", ".join(available_presets()) or "none"}')
+
+
+def load_config(preset: str | None = None, file: str | Path | None = None,
+                overrides: Mapping[str, Any] | None = None,
+                base: Mapping[str, Any] | None = None) -> Config:
+    """Resolve a configuration: defaults < base < preset < file < dotted overrides.
+
+    Args:
+        base: a nested mapping applied first (e.g. the configuration a map was built with).
+        preset: name of a preset in ``config/presets``.
+        file: a YAML file with (part of) the nested schema.
+        overrides: dotted keys, e.g. ``{'sequence.length': 10}``; None values are ignored.
+
+    Raises:
+        ConfigError: unknown preset or key, or an invalid value.
+    """
+    data: dict[str, Any] = dict(base or {})
+    if preset:
+        data = merge(data, preset_dict(preset))
+    if file:
+        data = merge(data, _read_yaml(Path(file)))
+    if overrides:
+        data = merge(data, unflatten({k: v for k, v in overrides.items() if v is not None}))
+    return config_from_dict(data)
+
+
+def replace(cfg: Config, **dotted: Any) -> Config:
+    """A copy of ``cfg`` with dotted keys replaced (validated like any other source)."""
+    return config_from_dict(merge(to_dict(cfg), unflatten(dotted)))

@@ -1,0 +1,224 @@
+"""Evaluation: ground truth, Recall@K, precision-recall, JSON report, plot, predictions CSV.
+
+Protocol (as the papers): a query counts only if it has a full sequence window and at least one
+positive among the reference anchors that have a window; the others are excluded and counted.
+Recall@K is the fraction of counted queries with a positive among their top K. The
+precision-recall curve sweeps a threshold over the top-1 match distance: precision = correct
+accepted / accepted, recall = correct accepted / counted queries.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vpr_seq_ros.config import EvaluationConfig
+from vpr_seq_ros.errors import SourceError
+from vpr_seq_ros.types import EncodedRun, Matches
+
+log = logging.getLogger(__name__)
+
+
+def ground_truth(ref: EncodedRun, query: EncodedRun, cfg: EvaluationConfig,
+                 ref_valid: np.ndarray | None = None) -> list[np.ndarray]:
+    """Positive reference anchors of every query anchor.
+
+    Args:
+        ref: reference run (poses needed for ``radius``).
+        query: query run (poses needed for ``radius``).
+        cfg: ``same-index`` with ``tolerance_frames``, or ``radius`` with ``radius_m``.
+        ref_valid: ``(N,)`` reference anchors that can be predicted (have a window).
+
+    Returns:
+        One sorted int64 array per query frame.
+
+    Raises:
+        SourceError: ``radius`` ground truth without poses on both runs.
+    """
+    n, m = len(ref), len(query)
+    ref_valid = np.ones(n, bool) if ref_valid is None else np.asarray(ref_valid, bool)
+    if cfg.gt == 'same-index':
+        tol = cfg.tolerance_frames
+        out = []
+        for j in range(m):
+            cand = np.arange(max(0, j - tol), min(n, j + tol + 1))
+            out.append(cand[ref_valid[cand]].astype(np.int64))
+        return out
+    if ref.poses is None or query.poses is None:
+        missing = 'the map' if ref.poses is None else 'the query run'
+        raise SourceError(f'radius ground truth needs poses, and {missing} has none; give a '
+                          'frames.csv with x,y columns, or use --gt same-index')
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(ref.poses[:, :3])
+    hits = tree.query_ball_point(query.poses[:, :3], r=cfg.radius_m)
+    return [np.array(sorted(i for i in h if ref_valid[i]), dtype=np.int64) for h in hits]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Evaluation figures.
+
+    Attributes:
+        recall_at: K -> Recall@K over counted queries.
+        num_queries: all query frames.
+        num_queries_without_window: queries with no full sequence window.
+        num_queries_without_positive: queries with a window but no positive reference.
+        num_evaluated: queries counted.
+        precision: precision-recall curve, precision values (top-1 distance threshold sweep).
+        recall: recall values of the curve.
+        thresholds: the distance thresholds of the curve.
+        average_precision: area under the curve (step-wise).
+        recall_at_100_precision: highest recall reached with no false match.
+        top1_correct: ``(M,)`` bool, whether each query's top-1 is a positive.
+        counted: ``(M,)`` bool, whether each query is counted.
+    """
+
+    recall_at: dict[int, float]
+    num_queries: int
+    num_queries_without_window: int
+    num_queries_without_positive: int
+    num_evaluated: int
+    precision: np.ndarray
+    recall: np.ndarray
+    thresholds: np.ndarray
+    average_precision: float
+    recall_at_100_precision: float
+    top1_correct: np.ndarray
+    counted: np.ndarray
+
+
+def compute_metrics(matches: Matches, positives: list[np.ndarray],
+                    recall_at: tuple[int, ...]) -> Metrics:
+    """Recall@K and the precision-recall curve of a set of matches."""
+    m = len(positives)
+    has_pos = np.array([len(p) > 0 for p in positives], dtype=bool)
+    counted = matches.valid & has_pos
+    hit = np.zeros(matches.ref_indices.shape, dtype=bool)
+    for j in np.flatnonzero(counted):
+        hit[j] = np.isin(matches.ref_indices[j], positives[j])
+    n_eval = int(counted.sum())
+    recalls = {}
+    for k in recall_at:
+        recalls[int(k)] = float(hit[counted, :k].any(axis=1).mean()) if n_eval else 0.0
+    top1 = hit[:, 0] if hit.shape[1] else np.zeros(m, bool)
+    order = np.argsort(matches.distances[counted, 0], kind='stable') if n_eval else \
+        np.zeros(0, np.int64)
+    correct = top1[counted][order]
+    tp = np.cumsum(correct)
+    accepted = np.arange(1, len(correct) + 1)
+    precision = tp / np.maximum(accepted, 1)
+    recall = tp / max(n_eval, 1)
+    thresholds = matches.distances[counted, 0][order]
+    ap = float(np.sum(precision * correct) / max(n_eval, 1))
+    perfect = precision >= 1.0 - 1e-12
+    r100 = 0.0
+    if len(correct) and correct[0]:
+        first_false = np.flatnonzero(~perfect)
+        stop = first_false[0] if len(first_false) else len(correct)
+        r100 = float(recall[stop - 1])
+    return Metrics(recalls, m, int((~matches.valid).sum()), int((matches.valid & ~has_pos).sum()),
+                   n_eval, precision, recall, thresholds, ap, r100, top1 & counted, counted)
+
+
+def report_dict(metrics: Metrics, **context: Any) -> dict[str, Any]:
+    """The JSON report: figures plus whatever context the caller adds (method, seq_len, ...)."""
+    return {
+        'recall_at': {str(k): v for k, v in metrics.recall_at.items()},
+        'num_queries': metrics.num_queries,
+        'num_queries_without_window': metrics.num_queries_without_window,
+        'num_queries_without_positive': metrics.num_queries_without_positive,
+        'num_evaluated': metrics.num_evaluated,
+        'average_precision': metrics.average_precision,
+        'recall_at_100_precision': metrics.recall_at_100_precision,
+        **context,
+    }
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> Path:
+    """Write a JSON file (pretty, sorted keys)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
+    return path
+
+
+def write_predictions(matches: Matches, path: str | Path) -> Path:
+    """CSV with one row per query that has a full window: query index, the top-K reference
+    indices best first, then their distances (-1 / inf where fewer than K exist)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k = matches.ref_indices.shape[1]
+    with open(path, 'w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['query_index'] + [f'ref_{i + 1}' for i in range(k)] +
+                        [f'distance_{i + 1}' for i in range(k)])
+        for j in np.flatnonzero(matches.valid):
+            writer.writerow([int(j)] + [int(x) for x in matches.ref_indices[j]] +
+                            [f'{x:.6g}' for x in matches.distances[j]])
+    return path
+
+
+def plot_results(path: str | Path, metrics: Metrics, matches: Matches,
+                 matrix: np.ndarray | None, positives: list[np.ndarray], title: str,
+                 curves: dict[str, Metrics] | None = None) -> Path:
+    """PNG: the precision-recall curve(s) and the distance matrix with the top-1 matches.
+
+    Args:
+        path: output PNG.
+        metrics: metrics of the run that ``matches``/``matrix`` belong to.
+        matches: its matches.
+        matrix: ``(N, M)`` distances, or None (then the matches are drawn on a blank canvas).
+        positives: ground truth per query (drawn faintly).
+        title: figure title.
+        curves: extra labelled PR curves (e.g. single-frame vs sequence) drawn together.
+    """
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (ax_pr, ax_mat) = plt.subplots(1, 2, figsize=(13, 5.5))
+    for label, met in (curves or {title: metrics}).items():
+        ax_pr.plot(met.recall, met.precision,
+                   label=f'{label} (R@1 {met.recall_at.get(1, float("nan")):.2f}, '
+                   f'AP {met.average_precision:.2f})')
+    ax_pr.set_xlabel('recall')
+    ax_pr.set_ylabel('precision')
+    ax_pr.set_xlim(0, 1.0)
+    ax_pr.set_ylim(0, 1.05)
+    ax_pr.grid(alpha=0.3)
+    ax_pr.legend(loc='lower left', fontsize=8)
+    ax_pr.set_title('precision-recall (top-1 distance threshold)')
+    m = len(positives)
+    if matrix is not None:
+        shown = np.where(np.isfinite(matrix), matrix, np.nan)
+        step = max(1, int(np.ceil(max(shown.shape) / 1500)))
+        shown = shown[::step, ::step]
+        ax_mat.imshow(shown, aspect='auto', cmap='viridis', interpolation='nearest',
+                      extent=(-0.5, matrix.shape[1] - 0.5, matrix.shape[0] - 0.5, -0.5))
+    gt_q = np.concatenate([np.full(len(p), j) for j, p in enumerate(positives)]) if m else []
+    gt_r = np.concatenate(positives) if m else []
+    ax_mat.scatter(gt_q, gt_r, s=1, c='white', alpha=0.25, label='ground truth')
+    js = np.flatnonzero(matches.valid)
+    good = metrics.top1_correct[js]
+    ax_mat.scatter(js[good], matches.ref_indices[js[good], 0], s=4, c='lime', label='top-1 correct')
+    ax_mat.scatter(js[~good], matches.ref_indices[js[~good], 0], s=4, c='red',
+                   label='top-1 wrong')
+    ax_mat.set_xlabel('query frame')
+    ax_mat.set_ylabel('reference frame')
+    ax_mat.set_title('distance matrix and matches')
+    ax_mat.legend(loc='upper right', fontsize=8, markerscale=3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,37 @@
+"""Frame sources behind one interface, opened by path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vpr_seq_ros.config import SourceConfig
+from vpr_seq_ros.errors import SourceError
+from vpr_seq_ros.sources.base import FrameSource
+
+BAG_SUFFIXES = ('.bag', '.db3', '.mcap')
+
+
+def open_source(path: str | Path, cfg: SourceConfig | None = None) -> FrameSource:
+    """Open a run: an image folder, an ``.npy`` descriptor file (or, later, a bag).
+
+    Raises:
+        SourceError: the path does not exist or is of no known kind.
+    """
+    cfg = cfg or SourceConfig()
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f'source {path} does not exist')
+    if path.suffix == '.npy':
+        from vpr_seq_ros.sources.npy import DescriptorFileSource
+
+        return DescriptorFileSource(path, cfg.rate_hz, cfg.poses)
+    if path.suffix in BAG_SUFFIXES or (path.is_dir() and (path / 'metadata.yaml').is_file()):
+        raise SourceError(f'{path} is a bag; bag sources are not supported yet')
+    if path.is_dir():
+        from vpr_seq_ros.sources.images import ImageFolderSource
+
+        return ImageFolderSource(path, cfg.rate_hz, cfg.poses)
+    raise SourceError(f'source {path} is neither an image folder nor a .npy descriptor file')
+
+
+__all__ = ['FrameSource', 'open_source']
