@@ -12,6 +12,7 @@ import numpy as np
 from vpr_seq_ros.matching.windows import window_starts
 
 SEQGEM_EPS = 1e-6
+_BLOCK = 8192
 
 
 def seqgem(frames: np.ndarray, p: float) -> np.ndarray:
@@ -40,10 +41,13 @@ def sequence_descriptors(frames: np.ndarray, length: int, p: float,
     starts, valid = window_starts(segments, length, window)
     out = np.zeros(frames.shape, dtype=np.float32)
     anchors = np.flatnonzero(valid)
-    if len(anchors):
-        x = np.power(np.maximum(np.asarray(frames, dtype=np.float64), SEQGEM_EPS), p)
-        csum = np.concatenate([np.zeros((1, frames.shape[1])), np.cumsum(x, axis=0)])
-        s = starts[anchors]
-        mean = (csum[s + length] - csum[s]) / length
-        out[anchors] = np.power(np.maximum(mean, 0.0), 1.0 / p).astype(np.float32)
+    frames = np.asarray(frames)
+    for lo in range(0, len(anchors), _BLOCK):
+        block = anchors[lo:lo + _BLOCK]
+        first = int(starts[block].min())
+        last = int(starts[block].max()) + length
+        powered = np.power(np.maximum(frames[first:last].astype(np.float64), SEQGEM_EPS), p)
+        windows = np.lib.stride_tricks.sliding_window_view(powered, length, axis=0)
+        mean = windows[starts[block] - first].mean(axis=-1)
+        out[block] = np.power(mean, 1.0 / p).astype(np.float32)
     return out, valid

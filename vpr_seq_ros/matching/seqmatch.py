@@ -196,10 +196,10 @@ class OnlineSeqMatcher:
         for slope in settings.slopes:
             offsets = slope_offsets(settings.length, slope)
             span = int(offsets[-1]) + 1
-            valid = np.arange(n) - (span - 1) >= self.seg_start
+            invalid = np.flatnonzero(np.arange(n) - (span - 1) < self.seg_start)
             # Row shift of each query frame back from the newest: k -> round(v*k).
             back = (offsets[-1] - offsets)[::-1].copy()
-            self.kernels.append((back, valid))
+            self.kernels.append((back, invalid))
         self._identity = [bool(np.array_equal(b, np.arange(settings.length)))
                           for b, _ in self.kernels]
         self.resync_every = resync_every
@@ -255,30 +255,30 @@ class OnlineSeqMatcher:
         if settings.contrast_window:
             column = contrast_enhance(column, settings.contrast_window, self.seg_start,
                                       self.seg_end)
-        # Running diagonal sums: shift down one row, add the new column, drop the column that
-        # leaves the window (pushed L frames ago, aligned L rows up).
-        shifted = np.empty_like(self._sums)
-        shifted[0] = 0.0
-        shifted[1:] = self._sums[:-1]
-        shifted += column
+        # Running diagonal sums, in place: shift down one row, add the new column, drop the
+        # column that leaves the window (pushed L frames ago, aligned L rows up).
+        sums = self._sums
+        sums[1:] = sums[:-1]
+        sums[0] = 0.0
+        sums += column
         if self._count >= length:
-            leaving = self._columns[self._count % length]
-            shifted[length:] -= leaving[:n - length]
+            sums[length:] -= self._columns[self._count % length][:n - length]
         self._columns[self._count % length] = column
         self._count += 1
-        self._sums = shifted
         if self._count % self.resync_every == 0:
             self._sums = self._exact_identity_sums()
         if self._count < length:
             return None
-        best = np.full(n, np.inf, dtype=np.float64)
-        for (back, valid), identity in zip(self.kernels, self._identity):
+        best: np.ndarray | None = None
+        for (back, invalid), identity in zip(self.kernels, self._identity):
             if identity:
-                sums = self._sums
+                scores = self._sums * (1.0 / length)
             else:
-                sums = np.zeros(n, dtype=np.float64)
+                scores = np.zeros(n, dtype=np.float64)
                 for k, shift in enumerate(back):
                     if shift < n:
-                        sums[shift:] += self._column(k)[:n - shift]
-            np.minimum(best, np.where(valid, sums / length, np.inf), out=best)
+                        scores[shift:] += self._column(k)[:n - shift]
+                scores *= 1.0 / length
+            scores[invalid] = np.inf
+            best = scores if best is None else np.minimum(best, scores, out=best)
         return best

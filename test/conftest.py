@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny seeded runs written into tmp_path."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+
+def place_image(place: float, rng: np.random.Generator, noise: float = 10.0,
+                size: tuple[int, int] = (48, 64)) -> np.ndarray:
+    """A smooth seeded texture whose content is a function of the place (metres)."""
+    h, w = size
+    xs = np.linspace(0, 1, w)[None, :, None]
+    ys = np.linspace(0, 1, h)[:, None, None]
+    phase = np.array([1.0, 2.0, 3.0])[None, None, :]
+    base = 127 + 60 * np.sin(7 * xs + 0.9 * place * phase) * np.cos(5 * ys + 0.37 * place)
+    base = base + 40 * np.sin(13 * ys * xs + place)
+    img = base + rng.normal(scale=noise, size=base.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_run(folder: Path, places: np.ndarray, seed: int, with_table: bool = True,
+              segments: np.ndarray | None = None, noise: float = 10.0) -> Path:
+    """Write one image per place (metres along a straight line) and a frames.csv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, place in enumerate(places):
+        name = f'img_{i:04d}.png'
+        Image.fromarray(place_image(float(place), rng, noise)).save(folder / name)
+        rows.append({'name': name, 'stamp_ns': 1_000_000_000 + i * 100_000_000,
+                     'x': float(place), 'y': 0.0,
+                     'segment': int(segments[i]) if segments is not None else 0})
+    if with_table:
+        with open(folder / 'frames.csv', 'w', newline='') as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """A reference run (1 m spacing) and a noisier query run of the same route."""
+    ref = write_run(tmp_path / 'ref', np.arange(0.0, 40.0, 1.0), seed=1)
+    query = write_run(tmp_path / 'query', np.arange(3.0, 33.0, 1.0), seed=2, noise=25.0)
+    return ref, query
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared real datasets; the test is skipped when they are absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip('../shared/data is not present')
+    return SHARED_DATA

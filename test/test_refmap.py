@@ -1,0 +1,85 @@
+"""Reference maps: round trip, atomic writes, version and encoder mismatches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vpr_seq_ros.errors import MapError
+from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
+from vpr_seq_ros.types import EncodedRun
+
+
+def small_map(dtype: str = 'float32', poses: bool = True) -> ReferenceMap:
+    rng = np.random.default_rng(0)
+    n = 12
+    run = EncodedRun(rng.normal(size=(n, 8)).astype(np.float32),
+                     np.arange(n, dtype=np.int64) * 10, rng.normal(size=(n, 4)) if poses else None,
+                     np.repeat([0, 1], [5, 7]), tuple(f'f{i}' for i in range(n)))
+    manifest = make_manifest({'name': 'patchnorm', 'width': 64}, 5, 'src', dtype, n, 8)
+    return ReferenceMap(run, manifest)
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'float16'])
+def test_round_trip(tmp_path, dtype):
+    original = small_map(dtype)
+    path = save_map(original, tmp_path / 'm')
+    assert path.name == 'm.npz'
+    loaded = load_map(path)
+    tol = 1e-3 if dtype == 'float16' else 0
+    np.testing.assert_allclose(loaded.run.descriptors, original.run.descriptors, atol=tol)
+    np.testing.assert_array_equal(loaded.run.stamps_ns, original.run.stamps_ns)
+    np.testing.assert_array_equal(loaded.run.segments, original.run.segments)
+    np.testing.assert_array_equal(loaded.run.poses, original.run.poses)
+    assert loaded.run.names == original.run.names
+    assert loaded.manifest['encoder'] == {'name': 'patchnorm', 'width': 64}
+    assert loaded.manifest['format_version'] == 1
+
+
+def test_map_without_poses(tmp_path):
+    loaded = load_map(save_map(small_map(poses=False), tmp_path / 'm.npz'))
+    assert loaded.run.poses is None
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    refmap = small_map()
+    bad = ReferenceMap(refmap.run, {**refmap.manifest, 'bad': object()})
+    with pytest.raises(TypeError):
+        save_map(bad, tmp_path / 'm.npz')
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_is_atomic(tmp_path):
+    path = save_map(small_map(), tmp_path / 'm.npz')
+    save_map(small_map('float16'), path)
+    assert load_map(path).manifest['dtype'] == 'float16'
+    assert [p.name for p in tmp_path.iterdir()] == ['m.npz']
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(MapError, match='does not exist'):
+        load_map(tmp_path / 'none.npz')
+    (tmp_path / 'bad.npz').write_bytes(b'PK\x03\x04 truncated')
+    with pytest.raises(MapError, match='corrupt'):
+        load_map(tmp_path / 'bad.npz')
+    refmap = small_map()
+    manifest = {**refmap.manifest, 'format_version': 99}
+    path = tmp_path / 'v99.npz'
+    np.savez(path, manifest=np.frombuffer(json.dumps(manifest).encode(), np.uint8),
+             descriptors=refmap.run.descriptors)
+    with pytest.raises(MapError, match='format version 99'):
+        load_map(path)
+    np.savez(tmp_path / 'other.npz', x=np.zeros(3))
+    with pytest.raises(MapError, match='manifest'):
+        load_map(tmp_path / 'other.npz')
+
+
+def test_check_query_names_differences():
+    refmap = small_map()
+    refmap.check_query({'name': 'patchnorm', 'width': 64})
+    with pytest.raises(MapError, match='width: map has 64, query has 32'):
+        refmap.check_query({'name': 'patchnorm', 'width': 32})
+    with pytest.raises(MapError, match='name: map has .patchnorm., query has .jist-r18.'):
+        refmap.check_query({'name': 'jist-r18', 'width': 64})
