@@ -221,3 +221,46 @@ def test_distance_matrix_metrics():
         np.testing.assert_allclose(distance_matrix(a, b, metric), expected, rtol=1e-5)
     with pytest.raises(MatchingError, match='unknown frame distance'):
         distance_matrix(a, b, 'cosine')
+
+
+def naive_causal_scores(frames, segments, settings, j):
+    """slam mode by definition: column c is frame c against frames 0..c-1 (as they were then)."""
+    length = settings.length
+    cols = {c: naive_enhanced_column(frames[:c], frames[c], settings.metric,
+                                     settings.contrast_window, segments[:c])
+            for c in range(max(0, j - length + 1), j + 1)}
+    best = np.full(j, np.inf)
+    for slope in settings.slopes:
+        back = [int(np.round(slope * k)) for k in range(length)]
+        for i in range(j):
+            rows = [i - back[k] for k in range(length)]
+            if min(rows) < 0 or any(segments[r] != segments[i] for r in rows):
+                continue
+            if any(rows[k] >= j - k for k in range(length)):  # not yet a reference then
+                continue
+            best[i] = min(best[i], np.mean([cols[j - k][rows[k]] for k in range(length)]))
+    return best
+
+
+@pytest.mark.parametrize('settings', [SeqMatchSettings(length=4),
+                                      SeqMatchSettings(length=3, metric='sad',
+                                                       contrast_window=3),
+                                      SeqMatchSettings(length=4, slopes=(0.5, 1.0, 1.5))],
+                         ids=lambda s: repr(s))
+def test_growing_reference_equals_naive_causal_matching(settings):
+    """slam mode: every frame is scored against all earlier frames, then appended."""
+    rng = np.random.default_rng(7)
+    frames = rng.normal(size=(24, 6)).astype(np.float32)
+    segments = np.repeat([0, 1], [14, 10])
+    online = OnlineSeqMatcher(np.zeros((0, 6), np.float32), settings, capacity=4,
+                              resync_every=5)
+    for j in range(len(frames)):
+        scores = online.push(frames[j], 0, append=False)
+        online.append_reference(frames[j], int(segments[j]))
+        if j < settings.length - 1:
+            assert scores is None
+            continue
+        expected = naive_causal_scores(frames, segments, settings, j)
+        assert scores.shape == (j,)
+        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    assert online.num_references == 24

@@ -29,6 +29,8 @@ WINDOWS = ('trailing', 'centred')
 DISTANCES = ('euclidean', 'sad')
 MAP_DTYPES = ('float32', 'float16')
 GROUND_TRUTHS = ('same-index', 'radius')
+NODE_MODES = ('localization', 'slam')
+IMAGE_TRANSPORTS = ('raw', 'compressed')
 
 
 def _choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -230,6 +232,91 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class KeyframeConfig:
+    """Which incoming frames are kept (encoded and matched).
+
+    Attributes:
+        min_distance_m: with odometry, keep a frame once the robot moved this far since the
+            last kept frame (0 keeps all).
+        min_interval_s: without odometry, keep a frame once this much time passed (0 keeps
+            all).
+    """
+
+    min_distance_m: float = 0.0
+    min_interval_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive('node.keyframe', 'min_distance_m', self.min_distance_m, allow_zero=True)
+        _positive('node.keyframe', 'min_interval_s', self.min_interval_s, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class LoopClosureConfig:
+    """Loop-closure candidates in ``slam`` mode.
+
+    Attributes:
+        exclude_recent_s: never match the keyframes of the last this many seconds.
+        exclude_recent_m: never match keyframes within this path length (odometry) of now.
+        min_streak: publish only after this many consecutive keyframes matched consistently.
+        streak_tolerance: consecutive matches are consistent when the matched index advanced
+            by 1 +- this many keyframes.
+        max_distance: candidates farther than this sequence distance are rejected (0: no
+            threshold).
+    """
+
+    exclude_recent_s: float = 30.0
+    exclude_recent_m: float = 0.0
+    min_streak: int = 3
+    streak_tolerance: int = 2
+    max_distance: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive('node.loop_closure', 'exclude_recent_s', self.exclude_recent_s,
+                  allow_zero=True)
+        _positive('node.loop_closure', 'exclude_recent_m', self.exclude_recent_m,
+                  allow_zero=True)
+        _positive('node.loop_closure', 'min_streak', self.min_streak)
+        _positive('node.loop_closure', 'streak_tolerance', self.streak_tolerance,
+                  allow_zero=True)
+        _positive('node.loop_closure', 'max_distance', self.max_distance, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The localization / loop-closure node (live and in replay).
+
+    Attributes:
+        mode: ``localization`` (match against a fixed map, opened read-only) or ``slam``
+            (match against the robot's own past keyframes).
+        map_path: reference map for ``localization``; where ``~/save_map`` writes in ``slam``.
+        map_frame: frame id of published poses.
+        image_transport: ``raw`` (``image``) or ``compressed`` (``image/compressed``).
+        queue_depth: frames waiting for inference; the stalest are dropped beyond it.
+        max_distance: hypotheses farther than this distance are not published as a pose
+            (0: publish every best match).
+        publish_markers: publish ``~/markers``.
+        keyframe: keyframe gating.
+        loop_closure: loop-closure candidates.
+    """
+
+    mode: str = 'localization'
+    map_path: str = ''
+    map_frame: str = 'map'
+    image_transport: str = 'raw'
+    queue_depth: int = 2
+    max_distance: float = 0.0
+    publish_markers: bool = True
+    keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
+    loop_closure: LoopClosureConfig = field(default_factory=LoopClosureConfig)
+
+    def __post_init__(self) -> None:
+        _choice('node', 'mode', self.mode, NODE_MODES)
+        _choice('node', 'image_transport', self.image_transport, IMAGE_TRANSPORTS)
+        _positive('node', 'queue_depth', self.queue_depth)
+        _positive('node', 'max_distance', self.max_distance, allow_zero=True)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole pipeline's configuration."""
 
@@ -239,6 +326,7 @@ class Config:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     map: MapConfig = field(default_factory=MapConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
 
     def __post_init__(self) -> None:
         if self.sequence.window == 'centred' and tuple(self.matching.slopes) != (1.0,):

@@ -174,43 +174,103 @@ class OnlineSeqMatcher:
     kernel: running diagonal sums; other slopes: O(L*N) from the last L columns). The result
     equals :func:`seqmatch_batch` with trailing windows.
 
+    The reference set may grow (``slam`` mode: every keyframe is scored against the past, then
+    appended with ``push(..., append=True)``); the running sums stay exact because the column
+    pushed k frames ago then covers exactly the first N - k references.
+
     Args:
-        ref_desc: ``(N, D)`` reference frame descriptors (kept by reference, not copied).
+        ref_desc: ``(N, D)`` reference frame descriptors (N may be 0 when growing).
         settings: must use ``window='trailing'``.
         ref_segments: ``(N,)`` reference segment ids.
         resync_every: recompute the running sums exactly from the stored columns every this
             many frames, so floating-point drift cannot build up over a long run.
+        capacity: initial row capacity for a growing reference set.
     """
 
     def __init__(self, ref_desc: np.ndarray, settings: SeqMatchSettings,
-                 ref_segments: np.ndarray | None = None, resync_every: int = 1000) -> None:
+                 ref_segments: np.ndarray | None = None, resync_every: int = 1000,
+                 capacity: int = 1024) -> None:
         if settings.window != 'trailing':
             raise MatchingError('online matching uses trailing windows (the last L frames)')
-        self.refs = np.asarray(ref_desc, dtype=np.float32)
+        ref_desc = np.asarray(ref_desc, dtype=np.float32)
+        if ref_desc.ndim != 2:
+            raise MatchingError(f'reference descriptors must be (N, D), got {ref_desc.shape}')
         self.settings = settings
-        n = self.refs.shape[0]
-        segments = np.zeros(n, np.int64) if ref_segments is None else np.asarray(ref_segments)
-        self.seg_start, self.seg_end = segment_bounds(segments)
-        self.ref_sq = squared_norms(self.refs) if settings.metric == 'euclidean' else None
-        self.kernels = []
+        self.resync_every = resync_every
+        self._n = ref_desc.shape[0]
+        self._refs = ref_desc
+        self._segments = np.zeros(self._n, np.int64) if ref_segments is None else \
+            np.asarray(ref_segments, dtype=np.int64)
+        self._capacity = self._n
+        self._grow_to = max(capacity, 1)
+        self._ref_sq = squared_norms(ref_desc) if settings.metric == 'euclidean' else None
+        self._backs = []
         for slope in settings.slopes:
             offsets = slope_offsets(settings.length, slope)
-            span = int(offsets[-1]) + 1
-            invalid = np.flatnonzero(np.arange(n) - (span - 1) < self.seg_start)
-            # Row shift of each query frame back from the newest: k -> round(v*k).
-            back = (offsets[-1] - offsets)[::-1].copy()
-            self.kernels.append((back, invalid))
+            self._backs.append((offsets[-1] - offsets)[::-1].copy())  # rows back per frame back
         self._identity = [bool(np.array_equal(b, np.arange(settings.length)))
-                          for b, _ in self.kernels]
-        self.resync_every = resync_every
+                          for b in self._backs]
+        self._refresh_segments()
         self.reset()
 
+    # ------------------------------------------------------------------ reference set
+    @property
+    def num_references(self) -> int:
+        """Current number of reference frames N."""
+        return self._n
+
+    @property
+    def references(self) -> np.ndarray:
+        """``(N, D)`` reference descriptors (a view)."""
+        return self._refs[:self._n]
+
+    def _refresh_segments(self) -> None:
+        n = self._n
+        self._seg_start, self._seg_end = segment_bounds(self._segments[:n])
+        self._invalid = []
+        for back in self._backs:
+            span = int(back[-1]) + 1
+            self._invalid.append(np.flatnonzero(np.arange(n) - (span - 1) < self._seg_start))
+
+    def _reserve(self, rows: int) -> None:
+        if rows <= self._capacity:
+            return
+        capacity = max(rows, 2 * self._capacity, self._grow_to)
+        dim = self._refs.shape[1]
+        refs = np.empty((capacity, dim), dtype=np.float32)
+        refs[:self._n] = self._refs[:self._n]
+        segments = np.zeros(capacity, np.int64)
+        segments[:self._n] = self._segments[:self._n]
+        self._refs, self._segments = refs, segments
+        if self._ref_sq is not None:
+            sq = np.empty(capacity, np.float32)
+            sq[:self._n] = self._ref_sq[:self._n]
+            self._ref_sq = sq
+        sums = np.zeros(capacity, np.float64)
+        sums[:self._n] = self._sums[:self._n]
+        columns = np.zeros((self.settings.length, capacity), np.float32)
+        columns[:, :self._columns.shape[1]] = self._columns
+        self._sums, self._columns = sums, columns
+        self._capacity = capacity
+
+    def append_reference(self, descriptor: np.ndarray, segment: int = 0) -> None:
+        """Add one reference frame at the end of the map."""
+        self._reserve(self._n + 1)
+        self._refs[self._n] = descriptor
+        self._segments[self._n] = segment
+        if self._ref_sq is not None:
+            self._ref_sq[self._n] = squared_norms(self._refs[self._n:self._n + 1])[0]
+        self._n += 1
+        self._refresh_segments()
+
+    # ------------------------------------------------------------------ query stream
     def reset(self) -> None:
         """Forget the query history (a new segment or a restarted bag)."""
-        n, length = self.refs.shape[0], self.settings.length
-        self._columns = np.zeros((length, n), dtype=np.float32)  # ring of the last L columns
+        rows = max(self._capacity, self._n)
+        self._columns = np.zeros((self.settings.length, rows), dtype=np.float32)
+        self._lengths = np.zeros(self.settings.length, dtype=np.int64)  # valid rows per column
         self._count = 0          # frames pushed since reset
-        self._sums = np.zeros(n, dtype=np.float64)  # identity-kernel diagonal sums
+        self._sums = np.zeros(rows, dtype=np.float64)  # identity-kernel diagonal sums
         self._segment: int | None = None
 
     @property
@@ -223,62 +283,79 @@ class OnlineSeqMatcher:
         """Whether the last L frames form a full window."""
         return self._count >= self.settings.length
 
-    def _column(self, k: int) -> np.ndarray:
-        """The column pushed k frames ago (k = 0 newest)."""
-        return self._columns[(self._count - 1 - k) % self.settings.length]
+    def _slot(self, k: int) -> int:
+        """Ring slot of the column pushed k frames ago (k = 0 newest)."""
+        return (self._count - 1 - k) % self.settings.length
 
-    def _exact_identity_sums(self) -> np.ndarray:
-        n, length = self.refs.shape[0], self.settings.length
-        sums = np.zeros(n, dtype=np.float64)
-        for k in range(min(self._count, length)):
-            sums[k:] += self._column(k)[:n - k]
-        return sums
+    def _exact_identity_sums(self) -> None:
+        n = self._n
+        self._sums[:n] = 0.0
+        for k in range(min(self._count, self.settings.length)):
+            slot = self._slot(k)
+            rows = min(n - k, int(self._lengths[slot]))
+            if rows > 0:
+                self._sums[k:k + rows] += self._columns[slot, :rows]
 
-    def push(self, descriptor: np.ndarray, segment: int = 0) -> np.ndarray | None:
+    def push(self, descriptor: np.ndarray, segment: int = 0,
+             append: bool = False) -> np.ndarray | None:
         """Add the newest query frame.
 
         Args:
             descriptor: ``(D,)`` query frame descriptor.
             segment: query segment id; a change starts a new window (the buffer resets).
+            append: afterwards add the frame to the references (``slam`` mode).
 
         Returns:
             ``(N,)`` float64 sequence distances of every reference anchor (inf where the
             reference window would cross a segment or the map start), or None until the query
-            has L frames in its segment.
+            has L frames in its segment. N is the number of references before any append.
         """
         if self._segment is not None and segment != self._segment:
             self.reset()
         self._segment = segment
         settings = self.settings
-        n, length = self.refs.shape[0], settings.length
-        column = distance_column(self.refs, descriptor, settings.metric, self.ref_sq)
-        if settings.contrast_window:
-            column = contrast_enhance(column, settings.contrast_window, self.seg_start,
-                                      self.seg_end)
+        n, length = self._n, settings.length
+        refs = self._refs[:n]
+        column = distance_column(refs, descriptor, settings.metric,
+                                 None if self._ref_sq is None else self._ref_sq[:n])
+        if settings.contrast_window and n:
+            column = contrast_enhance(column, settings.contrast_window, self._seg_start,
+                                      self._seg_end)
         # Running diagonal sums, in place: shift down one row, add the new column, drop the
         # column that leaves the window (pushed L frames ago, aligned L rows up).
         sums = self._sums
-        sums[1:] = sums[:-1]
-        sums[0] = 0.0
-        sums += column
+        if n:
+            sums[1:n] = sums[:n - 1]
+            sums[0] = 0.0
+            sums[:n] += column
+        slot = self._count % length
         if self._count >= length:
-            sums[length:] -= self._columns[self._count % length][:n - length]
-        self._columns[self._count % length] = column
+            rows = min(n - length, int(self._lengths[slot]))
+            if rows > 0:
+                sums[length:length + rows] -= self._columns[slot, :rows]
+        self._columns[slot, :n] = column
+        self._lengths[slot] = n
         self._count += 1
         if self._count % self.resync_every == 0:
-            self._sums = self._exact_identity_sums()
-        if self._count < length:
-            return None
+            self._exact_identity_sums()
         best: np.ndarray | None = None
-        for (back, invalid), identity in zip(self.kernels, self._identity):
-            if identity:
-                scores = self._sums * (1.0 / length)
-            else:
-                scores = np.zeros(n, dtype=np.float64)
-                for k, shift in enumerate(back):
-                    if shift < n:
-                        scores[shift:] += self._column(k)[:n - shift]
-                scores *= 1.0 / length
-            scores[invalid] = np.inf
-            best = scores if best is None else np.minimum(best, scores, out=best)
+        if self._count >= length:
+            for back, invalid, identity in zip(self._backs, self._invalid, self._identity):
+                if identity:
+                    scores = sums[:n] * (1.0 / length)
+                else:
+                    scores = np.zeros(n, dtype=np.float64)
+                    reach = np.full(n, True)
+                    for k, shift in enumerate(back):
+                        slot_k = self._slot(k)
+                        rows = min(n - int(shift), int(self._lengths[slot_k]))
+                        if rows > 0:
+                            scores[shift:shift + rows] += self._columns[slot_k, :rows]
+                        reach[max(int(shift) + max(rows, 0), 0):] = False
+                    scores *= 1.0 / length
+                    scores[~reach] = np.inf
+                scores[invalid] = np.inf
+                best = scores if best is None else np.minimum(best, scores, out=best)
+        if append:
+            self.append_reference(descriptor, segment)
         return best
