@@ -1,0 +1,155 @@
+"""The ROS-free node core: localization, slam loop closures, gating, time jumps, map saving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vpr_seq_ros.config import load_config
+from vpr_seq_ros.encoders.identity import IdentityEncoder
+from vpr_seq_ros.errors import ConfigError, MapError
+from vpr_seq_ros.matching.seqmatch import SeqMatchSettings, seqmatch_batch
+from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest
+from vpr_seq_ros.runtime.core import NodeCore
+from vpr_seq_ros.types import EncodedRun, Frame, Pose
+
+
+def route_descriptors(n: int, d: int = 24, seed: int = 0) -> np.ndarray:
+    """A smooth random walk in descriptor space: neighbouring places look alike."""
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(size=(n, d))
+    walk = np.cumsum(steps, axis=0) / 3.0
+    return walk.astype(np.float32)
+
+
+def make_map(descs: np.ndarray) -> ReferenceMap:
+    n = len(descs)
+    poses = np.stack([np.arange(n, dtype=float), np.zeros(n), np.zeros(n), np.zeros(n)], 1)
+    run = EncodedRun(descs, np.arange(n, dtype=np.int64) * 100_000_000, poses,
+                     np.zeros(n, np.int64))
+    return ReferenceMap(run, make_manifest({'name': 'npy'}, 5, 'test', 'float32', n,
+                                           descs.shape[1]))
+
+
+def cfg_for(mode='localization', **dotted):
+    overrides = {'encoder.name': 'npy', 'node.mode': mode, 'sequence.length': 5,
+                 'matching.top_k': 3, **dotted}
+    return load_config(overrides=overrides)
+
+
+def frames_of(descs, start_ns=5_000_000_000, step_ns=100_000_000):
+    return [Frame(index=i, stamp_ns=start_ns + i * step_ns, descriptor=d)
+            for i, d in enumerate(descs)]
+
+
+def test_localization_equals_batch_seqmatch():
+    ref = route_descriptors(60)
+    rng = np.random.default_rng(1)
+    query = ref[10:40] + 0.3 * rng.normal(size=(30, ref.shape[1])).astype(np.float32)
+    core = NodeCore(cfg_for(), IdentityEncoder(), make_map(ref))
+    batch = seqmatch_batch(ref, query, SeqMatchSettings(length=5), top_k=3)
+    for j, frame in enumerate(frames_of(query)):
+        step = core.on_frame(frame)
+        assert step.keyframe
+        if j < 4:
+            assert step.hypothesis is None
+            continue
+        got = [c.ref_index for c in step.hypothesis.candidates]
+        assert got == list(batch.matches.ref_indices[j])
+        best = step.hypothesis.best
+        assert best.pose.x == best.ref_index  # reference poses come through
+        assert best.ref_stamp_ns == best.ref_index * 100_000_000
+        assert best.score > 0
+    assert core.diagnostics.keyframes == 30 and core.diagnostics.hypotheses == 26
+    assert core.diagnostics.map_size == 60
+
+
+def test_localization_needs_a_matching_map():
+    with pytest.raises(ConfigError, match='map'):
+        NodeCore(cfg_for(), IdentityEncoder(), None)
+    refmap = make_map(route_descriptors(10))
+    other = ReferenceMap(refmap.run, {**refmap.manifest, 'encoder': {'name': 'patchnorm'}})
+    with pytest.raises(MapError, match='name'):
+        NodeCore(cfg_for(), IdentityEncoder(), other)
+    core = NodeCore(cfg_for(), IdentityEncoder(), refmap)
+    with pytest.raises(MapError, match='read-only'):
+        core.save_map('x.npz')
+
+
+def test_time_jump_backwards_resets_the_buffer():
+    ref = route_descriptors(40)
+    core = NodeCore(cfg_for(), IdentityEncoder(), make_map(ref))
+    frames = frames_of(ref[:8])
+    for f in frames:
+        core.on_frame(f)
+    assert core.on_frame(frames[7]).hypothesis is not None or True
+    restarted = Frame(index=0, stamp_ns=frames[0].stamp_ns - 1, descriptor=ref[0])
+    step = core.on_frame(restarted)
+    assert step.reset and step.hypothesis is None
+    for i in range(1, 5):
+        step = core.on_frame(Frame(i, restarted.stamp_ns + i, descriptor=ref[i]))
+    assert step.hypothesis is not None and step.hypothesis.best.ref_index == 4
+    assert core.diagnostics.resets == 1
+
+
+def test_keyframe_gating_by_odometry_distance_and_by_time():
+    ref = route_descriptors(40)
+    core = NodeCore(cfg_for(**{'node.keyframe.min_distance_m': 2.0}), IdentityEncoder(),
+                    make_map(ref))
+    kept = []
+    for i, f in enumerate(frames_of(ref[:20])):
+        core.on_odometry(f.stamp_ns, Pose(0.5 * i, 0.0))  # 0.5 m per frame
+        kept.append(core.on_frame(f).keyframe)
+    assert kept == [i % 4 == 0 for i in range(20)]
+    assert core.diagnostics.frames_skipped_gating == 15
+    core = NodeCore(cfg_for(**{'node.keyframe.min_interval_s': 0.25}), IdentityEncoder(),
+                    make_map(ref))
+    kept = [core.on_frame(f).keyframe for f in frames_of(ref[:10])]  # 0.1 s apart
+    assert kept == [i % 3 == 0 for i in range(10)]
+
+
+def test_slam_finds_the_loop_and_respects_exclusions(tmp_path):
+    # Drive a 50-place loop twice: the second lap must close onto the first, and no candidate
+    # may come from the last 30 s (recent keyframes are the most similar ones).
+    loop = route_descriptors(50, seed=3)
+    rng = np.random.default_rng(4)
+    lap2 = loop + 0.2 * rng.normal(size=loop.shape).astype(np.float32)
+    descs = np.concatenate([loop, lap2])
+    cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 3.0,
+                             'node.loop_closure.min_streak': 3,
+                             'node.loop_closure.max_distance': 3.0})
+    core = NodeCore(cfg, IdentityEncoder())
+    closures = []
+    for f in frames_of(descs):
+        step = core.on_frame(f)
+        if step.hypothesis is not None:
+            for c in step.hypothesis.candidates:
+                assert step.stamp_ns - c.ref_stamp_ns >= 3_000_000_000
+        closures.extend(step.loop_closures)
+    assert len(closures) >= 40
+    assert all(c.query_index - c.match_index == 50 for c in closures)
+    assert all(c.streak >= 3 for c in closures)
+    first = min(c.query_index for c in closures)
+    assert 50 + 4 + 2 <= first <= 50 + 10  # needs a full window, then a streak of 3
+    path = core.save_map(tmp_path / 'slam.npz')
+    saved = load_map(path)
+    assert len(saved) == 100 and saved.manifest['source'] == 'slam'
+
+
+def test_slam_threshold_rejects_far_matches():
+    descs = route_descriptors(80, seed=5)  # never revisits a place
+    cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 1.0,
+                             'node.loop_closure.max_distance': 0.5})
+    core = NodeCore(cfg, IdentityEncoder())
+    assert not any(core.on_frame(f).loop_closures for f in frames_of(descs))
+
+
+@pytest.mark.parametrize('method', ['single', 'seqgem'])
+def test_other_methods_stream(method):
+    ref = np.abs(route_descriptors(40, seed=6))
+    core = NodeCore(cfg_for(**{'matching.method': method}), IdentityEncoder(), make_map(ref))
+    steps = [core.on_frame(f) for f in frames_of(ref[10:30])]
+    first = 0 if method == 'single' else 4
+    assert steps[first].hypothesis is not None
+    hits = [s.hypothesis.best.ref_index == 10 + i for i, s in enumerate(steps) if s.hypothesis]
+    assert np.mean(hits) > 0.9

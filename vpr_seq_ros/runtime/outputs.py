@@ -1,0 +1,103 @@
+"""Value objects the node core returns: place hypotheses, loop closures, diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vpr_seq_ros.types import Pose
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One matched place.
+
+    Attributes:
+        ref_index: index of the matched reference anchor (map frame or past keyframe).
+        ref_stamp_ns: its stamp.
+        distance: sequence distance (lower is better; the method's units).
+        score: distinctiveness of the match: how many standard deviations its distance lies
+            below the mean distance over all reference anchors (higher is better, >= 0).
+        pose: the reference pose, when the map has poses.
+    """
+
+    ref_index: int
+    ref_stamp_ns: int
+    distance: float
+    score: float
+    pose: Pose | None = None
+
+
+@dataclass(frozen=True)
+class PlaceHypothesis:
+    """The top-K places for the newest query keyframe, best first."""
+
+    query_index: int
+    query_stamp_ns: int
+    candidates: tuple[Candidate, ...]
+
+    @property
+    def best(self) -> Candidate | None:
+        """The best candidate, if any."""
+        return self.candidates[0] if self.candidates else None
+
+
+@dataclass(frozen=True)
+class LoopClosure:
+    """A loop-closure candidate between the newest keyframe and a past one (slam mode)."""
+
+    query_index: int
+    query_stamp_ns: int
+    match_index: int
+    match_stamp_ns: int
+    distance: float
+    score: float
+    streak: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one incoming frame produced.
+
+    Attributes:
+        stamp_ns: the frame's stamp.
+        keyframe: whether the frame was kept (encoded and matched).
+        hypothesis: top-K places, once the buffer holds a full window.
+        loop_closures: loop-closure candidates (slam mode).
+        reset: the sequence buffer was reset before this frame (time jump backwards).
+        encode_ms: encoder time for this frame.
+        match_ms: matching time for this frame.
+    """
+
+    stamp_ns: int
+    keyframe: bool
+    hypothesis: PlaceHypothesis | None = None
+    loop_closures: tuple[LoopClosure, ...] = ()
+    reset: bool = False
+    encode_ms: float = 0.0
+    match_ms: float = 0.0
+
+
+@dataclass
+class Diagnostics:
+    """Counters and gauges the node reports on ``/diagnostics``."""
+
+    frames_received: int = 0
+    keyframes: int = 0
+    frames_skipped_gating: int = 0
+    frames_dropped_malformed: int = 0
+    frames_dropped_queue: int = 0
+    resets: int = 0
+    hypotheses: int = 0
+    loop_closures: int = 0
+    last_encode_ms: float = 0.0
+    last_match_ms: float = 0.0
+    buffer_fill: int = 0
+    sequence_length: int = 0
+    map_size: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        """Flat name -> value mapping (for DiagnosticStatus key/values)."""
+        out = {k: v for k, v in vars(self).items() if k != 'extra'}
+        out.update(self.extra)
+        return out
