@@ -52,6 +52,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vpr-seq = vpr_seq_ros.cli:main',
+            'vpr_node = vpr_seq_ros.ros.node:main',
         ],
     },
 )

@@ -72,7 +72,13 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class PatchNormConfig:
-    """SeqSLAM's patch-normalised thumbnail (greyscale ``width x height``, ``patch_size`` patches)."""
+    """SeqSLAM's patch-normalised greyscale thumbnail.
+
+    Attributes:
+        width: thumbnail width in pixels.
+        height: thumbnail height in pixels.
+        patch_size: side of the square patches normalised to zero mean, unit std.
+    """
 
     width: int = 64
     height: int = 32
@@ -89,7 +95,13 @@ class PatchNormConfig:
 
 @dataclass(frozen=True)
 class TransformConfig:
-    """Optional learnt transform after the frame encoder (SeqMatchNet: y = L2norm(Wx + b))."""
+    """Optional learnt transform after the frame encoder.
+
+    Attributes:
+        name: ``none`` or ``seqmatchnet`` (y = L2norm(W x + b)).
+        weights: checkpoint of the transform (SeqMatchNet layout or this project's).
+        random_init: allow a seeded random transform (tests only; reported).
+    """
 
     name: str = 'none'
     weights: str | None = None
@@ -138,8 +150,13 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class SequenceConfig:
-    """Sequence length L and window placement (``trailing``: the last L frames, as a robot
-    sees them; ``centred``: the official SeqMatchNet test protocol)."""
+    """Sequence windows.
+
+    Attributes:
+        length: L, frames per sequence.
+        window: ``trailing`` (the last L frames, what a robot has seen) or ``centred`` (the
+            official SeqMatchNet test protocol, shifted inward at the ends of a run).
+    """
 
     length: int = 5
     window: str = 'trailing'
@@ -151,7 +168,12 @@ class SequenceConfig:
 
 @dataclass(frozen=True)
 class ContrastConfig:
-    """SeqSLAM local contrast enhancement of each distance column over +-``window`` rows."""
+    """SeqSLAM local contrast enhancement of each frame-distance column.
+
+    Attributes:
+        enabled: normalise every distance by the mean and std of its reference neighbourhood.
+        window: half-width of that neighbourhood, in reference frames.
+    """
 
     enabled: bool = False
     window: int = 10
@@ -196,7 +218,11 @@ class MatchingConfig:
 
 @dataclass(frozen=True)
 class MapConfig:
-    """Reference map storage (``float16`` halves the file and memory)."""
+    """Reference map storage.
+
+    Attributes:
+        dtype: descriptor storage type, ``float32`` or ``float16`` (half the size).
+    """
 
     dtype: str = 'float32'
 

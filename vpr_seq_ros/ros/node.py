@@ -1,0 +1,247 @@
+"""The rclpy shell: subscribe, convert, call the node core, publish. Nothing else.
+
+Everything the node decides lives in :class:`vpr_seq_ros.runtime.core.NodeCore` (tested without
+ROS). Frames wait in a bounded queue; a worker thread decodes, encodes and matches them, so the
+subscription callback never blocks and the stalest frames are dropped under load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.logging import get_logger
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
+
+from vpr_seq_ros.config import load_config
+from vpr_seq_ros.errors import DecodeError, VprSeqError
+from vpr_seq_ros.messages import outputs
+from vpr_seq_ros.messages.images import decode_any
+from vpr_seq_ros.ros.params import (config_from_parameters, default_parameters, is_dynamic,
+                                    parameter_description, parameter_kind)
+from vpr_seq_ros.runtime.core import NodeCore
+from vpr_seq_ros.runtime.queue import DroppingQueue
+from vpr_seq_ros.types import Frame, Pose
+
+_KIND_TYPES = {
+    'bool': ParameterType.PARAMETER_BOOL,
+    'int': ParameterType.PARAMETER_INTEGER,
+    'float': ParameterType.PARAMETER_DOUBLE,
+    'str': ParameterType.PARAMETER_STRING,
+    'float[]': ParameterType.PARAMETER_DOUBLE_ARRAY,
+    'int[]': ParameterType.PARAMETER_INTEGER_ARRAY,
+}
+
+_OUTPUT_CLASSES = {
+    outputs.TOPIC_MATCHED_POSE: PoseWithCovarianceStamped,
+    outputs.TOPIC_PLACE_MATCHES: Float64MultiArray,
+    outputs.TOPIC_LOOP_CLOSURE: Float64MultiArray,
+    outputs.TOPIC_LOOP_CLOSURES: Float64MultiArray,
+    outputs.TOPIC_MARKERS: MarkerArray,
+}
+
+
+def rclpy_factory() -> outputs.Factory:
+    """Message factory over rclpy's generated classes."""
+    cache: dict[str, Any] = {}
+
+    def make(typename: str, **fields: Any) -> Any:
+        cls = cache.get(typename)
+        if cls is None:
+            package, _, name = typename.split('/')
+            cls = cache[typename] = getattr(importlib.import_module(f'{package}.msg'), name)
+        msg = cls()
+        for key, value in fields.items():
+            try:
+                setattr(msg, key, value)
+            except (AssertionError, TypeError):
+                if isinstance(value, int):  # ROS 'byte' fields take bytes in rclpy
+                    setattr(msg, key, bytes([value]))
+                elif isinstance(value, np.ndarray):
+                    setattr(msg, key, value.tolist())
+                else:
+                    raise
+        return msg
+
+    return make
+
+
+def stamp_ns(header: Any) -> int:
+    """Integer nanoseconds of a header stamp."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def yaw_of(q: Any) -> float:
+    """Yaw of a quaternion message."""
+    return float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
+
+
+class VprSeqNode(Node):
+    """Sequential place recognition node: localization against a map, or loop closures."""
+
+    def __init__(self) -> None:
+        super().__init__('vpr_seq_node')
+        self.declare_parameter('preset', '', ParameterDescriptor(
+            description='named preset of config/presets applied under the parameters',
+            read_only=True))
+        self.declare_parameter('config_file', '', ParameterDescriptor(
+            description='YAML file of the configuration schema applied under the parameters',
+            read_only=True))
+        base = load_config(self.get_parameter('preset').value or None,
+                           self.get_parameter('config_file').value or None)
+        for name, default in default_parameters(base).items():
+            kind = parameter_kind(name)
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=parameter_description(name), type=_KIND_TYPES[kind],
+                read_only=not is_dynamic(name)))
+        values = {name: self.get_parameter(name).value for name in default_parameters(base)}
+        self.cfg = config_from_parameters(values, base)  # raises: fatal at start-up
+        self.core = NodeCore.from_config(self.cfg)       # model and map load once, here
+        self.make = rclpy_factory()
+        self.lock = threading.Lock()
+        self.queue: DroppingQueue = DroppingQueue(self.cfg.node.queue_depth)
+        self.query_pose: Pose | None = None
+        self.frames_in_window = 0
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        reliable = QoSProfile(depth=10)
+        self.pubs = {topic: self.create_publisher(cls, topic, reliable)
+                     for topic, cls in _OUTPUT_CLASSES.items()}
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', reliable)
+        if self.cfg.node.image_transport == 'compressed':
+            self.create_subscription(CompressedImage, 'image/compressed', self._on_image,
+                                     qos_profile_sensor_data)
+        else:
+            self.create_subscription(Image, 'image', self._on_image, qos_profile_sensor_data)
+        self.create_subscription(Odometry, 'odom', self._on_odom, QoSProfile(depth=50))
+        self.create_service(Trigger, '~/save_map', self._on_save_map)
+        self.create_service(Trigger, '~/reset', self._on_reset)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.worker = threading.Thread(target=self._work, name='vpr_seq_inference', daemon=True)
+        self.worker.start()
+        self.get_logger().info(
+            f'ready: mode {self.cfg.node.mode}, method {self.cfg.matching.method}, '
+            f'L={self.cfg.sequence.length}, map {self.core.diagnostics.map_size} frames')
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_image(self, msg: Any) -> None:
+        self.frames_in_window += 1
+        dropped = self.queue.put(msg)
+        if dropped:
+            with self.lock:
+                self.core.diagnostics.frames_dropped_queue += dropped
+
+    def _on_odom(self, msg: Odometry) -> None:
+        p = msg.pose.pose
+        pose = Pose(p.position.x, p.position.y, p.position.z, yaw_of(p.orientation))
+        with self.lock:
+            self.query_pose = pose
+            self.core.on_odometry(stamp_ns(msg.header), pose)
+
+    def _work(self) -> None:
+        index = 0
+        while rclpy.ok():
+            msg = self.queue.get(timeout=0.5)
+            if msg is None:
+                continue
+            try:
+                image = decode_any(msg)
+            except DecodeError as err:
+                with self.lock:
+                    self.core.diagnostics.frames_dropped_malformed += 1
+                self.get_logger().warning(f'dropped a malformed image: {err}',
+                                          throttle_duration_sec=5.0)
+                continue
+            frame = Frame(index=index, stamp_ns=stamp_ns(msg.header), image=image)
+            index += 1
+            try:
+                with self.lock:
+                    step = self.core.on_frame(frame)
+                    query_pose = self.query_pose
+                    cfg = self.cfg
+            except VprSeqError as err:
+                self.get_logger().error(f'frame skipped: {err}', throttle_duration_sec=5.0)
+                continue
+            for out in outputs.step_messages(self.make, step, cfg.node.map_frame,
+                                             cfg.node.max_distance, query_pose,
+                                             cfg.node.publish_markers):
+                self.pubs[out.topic].publish(out.msg)
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        values = {p.name: p.value for p in params if p.name not in ('preset', 'config_file')}
+        if any(not is_dynamic(name) for name in values):
+            return SetParametersResult(successful=False,
+                                       reason='only thresholds and gating change at run time')
+        try:
+            with self.lock:
+                cfg = config_from_parameters(values, self.cfg)
+                self.cfg = cfg
+                self.core.cfg = cfg
+        except VprSeqError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _on_save_map(self, request: Trigger.Request, response: Trigger.Response) -> Any:
+        path = self.cfg.node.map_path or 'vpr_seq_map.npz'
+        try:
+            with self.lock:
+                written = self.core.save_map(path)
+            response.success, response.message = True, f'map written to {written}'
+        except VprSeqError as err:
+            response.success, response.message = False, str(err)
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Any:
+        with self.lock:
+            self.core.reset()
+        response.success, response.message = True, 'sequence buffer reset'
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        if self.frames_in_window == 0 and self.core.diagnostics.frames_received == 0:
+            self.get_logger().warning(
+                'no image received yet: check the image topic remapping, '
+                f'node.image_transport ({self.cfg.node.image_transport}) and QoS '
+                '(sensor data: best effort)', throttle_duration_sec=10.0)
+        with self.lock:
+            msg = outputs.diagnostics(self.make, self.core.diagnostics,
+                                      self.get_clock().now().nanoseconds,
+                                      f'vpr_seq_ros: {self.cfg.node.mode}',
+                                      float(self.frames_in_window))
+        self.frames_in_window = 0
+        self.diag_pub.publish(msg)
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run vpr_seq_ros vpr_node``."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = VprSeqNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except VprSeqError as err:
+        # Start-up errors (missing map or model, bad parameter) are fatal and say why.
+        if node is None:
+            get_logger('vpr_seq_node').fatal(str(err))
+        raise SystemExit(1) from err
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
