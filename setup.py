@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     'faiss-cpu>=1.7.3',
     'matplotlib>=3.5',
     'tqdm>=4.60',
+    'opencv-python-headless>=4.5',
+    'rosbags>=0.11,<0.12',
 ]
 
 EXTRAS_REQUIRE = {

@@ -113,10 +113,19 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
                                       'trailing')
         extra['sequence_descriptors'] = {'length': cfg.sequence.length, 'p': float(p),
                                          'window': 'trailing'}
+    origin = getattr(source, 'geo_origin', None)
+    if origin is not None:
+        extra['geo_origin'] = [float(v) for v in origin]
     manifest = make_manifest(encoder.settings(), cfg.sequence.length, str(source_path),
                              cfg.map.dtype, len(run), run.descriptors.shape[1],
                              config=to_dict(cfg), **extra)
     return save_map(ReferenceMap(run, manifest, seq), out)
+
+
+def map_geo_origin(refmap: ReferenceMap) -> tuple[float, float, float] | None:
+    """The geodetic origin ``(lat, lon, alt)`` a GPS map's metres are expressed about."""
+    origin = refmap.manifest.get('geo_origin')
+    return tuple(float(v) for v in origin) if origin else None  # type: ignore[return-value]
 
 
 def map_config(refmap: ReferenceMap) -> dict[str, Any]:
@@ -176,7 +185,7 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
     if not isinstance(refmap, ReferenceMap):
         refmap = load_map(refmap)
     encoder = build_encoder(cfg.encoder)
-    source = open_source(query_path, cfg.source)
+    source = open_source(query_path, cfg.source, map_geo_origin(refmap))
     if on_start:
         on_start(len(source))
     started = time.perf_counter()

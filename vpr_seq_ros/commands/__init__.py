@@ -11,4 +11,5 @@ COMMAND_MODULES = (
     'describe',
     'export_onnx',
     'demo',
+    'images_to_bag',
 )

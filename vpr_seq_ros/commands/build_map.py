@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
+                                         add_source_options,
                                          add_matching_options, config_from_args, make_progress)
 
 
@@ -20,14 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument('-o', '--output', required=True, metavar='MAP',
                         help='map file to write (.npz is appended if missing)')
     add_config_options(parser)
+    add_source_options(parser)
     add_encoder_options(parser)
     add_matching_options(parser)
-    parser.add_argument('--rate-hz', type=float,
-                        help='frame rate for synthesised stamps when the frames carry none '
-                        '(default 10)')
-    parser.add_argument('--poses', metavar='CSV',
-                        help='frame table (name,stamp_ns,x,y,z,yaw,segment) instead of '
-                        'SOURCE/frames.csv')
     parser.add_argument('--map-dtype', choices=('float32', 'float16'),
                         help='storage type of the descriptors (float16 halves the size)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -37,8 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vpr_seq_ros.pipeline import build_map
 
-    cfg = config_from_args(args, {'source.rate_hz': args.rate_hz, 'source.poses': args.poses,
-                                  'map.dtype': args.map_dtype})
+    cfg = config_from_args(args, {'map.dtype': args.map_dtype})
     bar = None
 
     def start(total: int) -> None:

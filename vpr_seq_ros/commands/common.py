@@ -19,6 +19,26 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                        'the preset, before the command-line flags')
 
 
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    """How a run is read: frame rate, frame table, bag topics, keyframe spacing."""
+    group = parser.add_argument_group('source')
+    group.add_argument('--rate-hz', type=float,
+                       help='frame rate for synthesised stamps when the frames carry none '
+                       '(default 10)')
+    group.add_argument('--poses', metavar='CSV',
+                       help='frame table (name,stamp_ns,x,y,z,yaw,segment) instead of '
+                       'SOURCE/frames.csv')
+    group.add_argument('--image-topic', metavar='TOPIC',
+                       help='bags: sensor_msgs/Image or CompressedImage topic')
+    group.add_argument('--pose-topic', metavar='TOPIC',
+                       help='bags: nav_msgs/Odometry, geometry_msgs/PoseStamped, '
+                       'PoseWithCovarianceStamped or sensor_msgs/NavSatFix topic, '
+                       'interpolated to image stamps')
+    group.add_argument('--keyframe-distance-m', type=float, metavar='M',
+                       help='bags with poses: keep a frame only once the robot moved M metres '
+                       '(the papers use 2)')
+
+
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     """Frame-encoder flags (override the preset/config file)."""
     group = parser.add_argument_group('frame encoder')
@@ -67,6 +87,11 @@ _FLAG_KEYS = {
     'seq_len': 'sequence.length',
     'window': 'sequence.window',
     'top_k': 'matching.top_k',
+    'rate_hz': 'source.rate_hz',
+    'poses': 'source.poses',
+    'image_topic': 'source.image_topic',
+    'pose_topic': 'source.pose_topic',
+    'keyframe_distance_m': 'source.keyframe_distance_m',
 }
 
 

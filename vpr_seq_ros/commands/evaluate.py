@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
+                                         add_source_options,
                                          add_matching_options, config_from_args, make_progress)
 
 
@@ -19,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument('query', metavar='QUERY_SOURCE',
                         help='query run: image folder or .npy descriptor file')
     add_config_options(parser)
+    add_source_options(parser)
     add_encoder_options(parser)
     add_matching_options(parser)
     group = parser.add_argument_group('sequence matching details')
@@ -48,9 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument('--save-predictions', metavar='OUT.csv',
                      help='write the top-K predictions: query index, reference indices, '
                      'distances')
-    parser.add_argument('--rate-hz', type=float,
-                        help='frame rate for synthesised query stamps (default 10)')
-    parser.add_argument('--poses', metavar='CSV', help='frame table of the query run')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
 
@@ -72,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
         'evaluation.tolerance_frames': args.tolerance_frames,
         'evaluation.radius_m': args.radius_m,
         'evaluation.recall_at': args.recall_at,
-        'source.rate_hz': args.rate_hz,
-        'source.poses': args.poses,
     }, base=map_config(refmap))
     bar = None
 

@@ -11,8 +11,16 @@ from vpr_seq_ros.sources.base import FrameSource
 BAG_SUFFIXES = ('.bag', '.db3', '.mcap')
 
 
-def open_source(path: str | Path, cfg: SourceConfig | None = None) -> FrameSource:
-    """Open a run: an image folder, an ``.npy`` descriptor file (or, later, a bag).
+def open_source(path: str | Path, cfg: SourceConfig | None = None,
+                geo_origin: tuple[float, float, float] | None = None) -> FrameSource:
+    """Open a run: an image folder, an ``.npy`` descriptor file, or a bag (ROS 1 ``.bag``,
+    ROS 2 ``.db3``/``.mcap`` or bag folder).
+
+    Args:
+        path: the run.
+        cfg: source settings (rate, frame table, bag topics, keyframe distance).
+        geo_origin: ``(lat, lon, alt)`` about which a bag's NavSatFix poses are expressed in
+            metres: a query run must use its map's origin (None: the run's first fix).
 
     Raises:
         SourceError: the path does not exist or is of no known kind.
@@ -26,7 +34,10 @@ def open_source(path: str | Path, cfg: SourceConfig | None = None) -> FrameSourc
 
         return DescriptorFileSource(path, cfg.rate_hz, cfg.poses)
     if path.suffix in BAG_SUFFIXES or (path.is_dir() and (path / 'metadata.yaml').is_file()):
-        raise SourceError(f'{path} is a bag; bag sources are not supported yet')
+        from vpr_seq_ros.sources.bag import BagSource
+
+        return BagSource(path, cfg.image_topic, cfg.pose_topic, cfg.keyframe_distance_m,
+                         geo_origin=geo_origin)
     if path.is_dir():
         from vpr_seq_ros.sources.images import ImageFolderSource
 
