@@ -12,4 +12,5 @@ COMMAND_MODULES = (
     'export_onnx',
     'demo',
     'images_to_bag',
+    'replay',
 )

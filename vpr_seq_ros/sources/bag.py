@@ -217,11 +217,67 @@ def stamp_ns_of(msg: Any, receive_ns: int) -> int:
     return value if value != 0 else int(receive_ns)
 
 
-def _pose_of(msg: Any, msgtype: str) -> tuple[float, float, float, float]:
+def pose_of(msg: Any, msgtype: str) -> tuple[float, float, float, float]:
     """``(x, y, z, yaw)`` of an Odometry / PoseStamped / PoseWithCovarianceStamped message."""
     pose = msg.pose if msgtype == 'geometry_msgs/msg/PoseStamped' else msg.pose.pose
     p, q = pose.position, pose.orientation
     return float(p.x), float(p.y), float(p.z), yaw_from_quaternion(q.x, q.y, q.z, q.w)
+
+
+def open_bag(path: Path) -> Any:
+    """An opened rosbags ``AnyReader`` for a ROS 1 ``.bag``, ROS 2 folder, ``.db3`` or ``.mcap``.
+
+    Raises:
+        SourceError: missing path, not a bag, or unreadable.
+    """
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f'bag {path} does not exist')
+    is_ros1 = path.suffix == '.bag'
+    if not is_ros1 and path.is_dir() and not (path / 'metadata.yaml').is_file():
+        raise SourceError(f'{path} is a folder without metadata.yaml; give a ROS 2 bag '
+                          'folder, or its .db3 / .mcap file')
+    if path.is_file() and path.suffix not in ('.bag', '.db3', '.mcap'):
+        raise SourceError(f'{path} is not a bag; give a ROS 1 .bag, a ROS 2 bag folder, or '
+                          'a .db3 / .mcap file')
+    store = get_typestore(Stores.ROS1_NOETIC if is_ros1 else Stores.ROS2_HUMBLE)
+    try:
+        reader = AnyReader([path], default_typestore=store)
+    except Exception as err:  # rosbags raises several types on unreadable files
+        raise SourceError(f'cannot read bag {path}: {err}') from err
+    try:
+        reader.open()
+    except Exception as err:
+        raise SourceError(f'cannot open bag {path}: {err}. Is it a complete ROS 1 '
+                          'or ROS 2 bag?') from err
+    return reader
+
+
+def topics_hint(topics: dict[str, Any]) -> str:
+    """The image and pose topics of a bag, for error messages."""
+    def listing(types: Sequence[str]) -> str:
+        found = [f'{name} [{info.msgtype}]' for name, info in sorted(topics.items())
+                 if info.msgtype in types]
+        return ', '.join(found) or 'none'
+    return (f'image topics in the bag: {listing(IMAGE_TYPES)}; pose topics: '
+            f'{listing(POSE_TYPES)}')
+
+
+def check_topic(topics: dict[str, Any], bag: Any, topic: str, allowed: Sequence[str],
+                role: str) -> str:
+    """The message type of ``topic``; SourceError listing the bag's topics if it does not fit."""
+    info = topics.get(topic)
+    if info is None:
+        raise SourceError(f'bag {bag} has no topic {topic!r}; {topics_hint(topics)}')
+    if info.msgtype not in allowed:
+        raise SourceError(
+            f'{role} topic {topic!r} of bag {bag} carries '
+            f'{info.msgtype or "mixed types"}, expected one of {", ".join(allowed)}; '
+            f'{topics_hint(topics)}')
+    return str(info.msgtype)
 
 
 @dataclass(frozen=True)
@@ -318,63 +374,18 @@ class BagSource(FrameSource):
 
     # --- reading ---
 
-    def _reader(self) -> Any:
-        from rosbags.highlevel import AnyReader
-        from rosbags.typesys import Stores, get_typestore
-
-        path = self.bag_path
-        if not path.exists():
-            raise SourceError(f'bag {path} does not exist')
-        is_ros1 = path.suffix == '.bag'
-        if not is_ros1 and path.is_dir() and not (path / 'metadata.yaml').is_file():
-            raise SourceError(f'{path} is a folder without metadata.yaml; give a ROS 2 bag '
-                              'folder, or its .db3 / .mcap file')
-        if path.is_file() and path.suffix not in ('.bag', '.db3', '.mcap'):
-            raise SourceError(f'{path} is not a bag; give a ROS 1 .bag, a ROS 2 bag folder, or '
-                              'a .db3 / .mcap file')
-        store = get_typestore(Stores.ROS1_NOETIC if is_ros1 else Stores.ROS2_HUMBLE)
-        try:
-            return AnyReader([path], default_typestore=store)
-        except Exception as err:  # rosbags raises several types on unreadable files
-            raise SourceError(f'cannot read bag {path}: {err}') from err
-
-    def _open(self, reader: Any) -> None:
-        try:
-            reader.open()
-        except Exception as err:
-            raise SourceError(f'cannot open bag {self.bag_path}: {err}. Is it a complete ROS 1 '
-                              'or ROS 2 bag?') from err
-
-    def _topics_hint(self, topics: dict[str, Any]) -> str:
-        def listing(types: Sequence[str]) -> str:
-            found = [f'{name} [{info.msgtype}]' for name, info in sorted(topics.items())
-                     if info.msgtype in types]
-            return ', '.join(found) or 'none'
-        return (f'image topics in the bag: {listing(IMAGE_TYPES)}; pose topics: '
-                f'{listing(POSE_TYPES)}')
-
     def _check_topic(self, topics: dict[str, Any], topic: str, allowed: Sequence[str],
                      role: str) -> str:
-        info = topics.get(topic)
-        if info is None:
-            raise SourceError(f'bag {self.path} has no topic {topic!r}; '
-                              f'{self._topics_hint(topics)}')
-        if info.msgtype not in allowed:
-            raise SourceError(
-                f'{role} topic {topic!r} of bag {self.path} carries '
-                f'{info.msgtype or "mixed types"}, expected one of {", ".join(allowed)}; '
-                f'{self._topics_hint(topics)}')
-        return str(info.msgtype)
+        return check_topic(topics, self.path, topic, allowed, role)
 
     def _scan(self) -> list[_Planned]:
         """First pass: image stamps and field checks, pose samples; then plan the frames."""
-        reader = self._reader()
-        self._open(reader)
+        reader = open_bag(self.bag_path)
         try:
             topics = reader.topics
             if not self.image_topic:
                 raise SourceError(f'bag {self.path}: give the image topic to read; '
-                                  f'{self._topics_hint(topics)}')
+                                  f'{topics_hint(topics)}')
             self.image_type = self._check_topic(topics, self.image_topic, IMAGE_TYPES, 'image')
             if self.pose_topic:
                 self.pose_type = self._check_topic(topics, self.pose_topic, POSE_TYPES, 'pose')
@@ -440,7 +451,7 @@ class BagSource(FrameSource):
                         row = (float(msg.latitude), float(msg.longitude), float(msg.altitude),
                                float(msg.status.status))
                     else:
-                        row = _pose_of(msg, conn.msgtype)
+                        row = pose_of(msg, conn.msgtype)
                 except Exception:  # a corrupt pose message is skipped like a bad fix
                     bad_poses += 1
                     continue
@@ -585,8 +596,7 @@ class BagSource(FrameSource):
         pending: dict[int, tuple[str, bytes]] = {}  # read ahead of their turn (stamp jitter)
         next_slot = index = 0
         failures: list[tuple[int, str]] = []
-        reader = self._reader()
-        self._open(reader)
+        reader = open_bag(self.bag_path)
         try:
             # The same connections as the first pass, so the messages come in the same order
             # (storage order among equal receive times depends on the query).
