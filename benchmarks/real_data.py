@@ -35,6 +35,8 @@ SETTINGS = (
     ('seqslam L=20', {'sequence.length': 20}),
     ('seqmatch euclidean L=10', {'sequence.length': 10, 'matching.distance': 'euclidean',
                                  'matching.contrast.enabled': False}),
+    ('seqmatch euclidean + contrast L=10', {'sequence.length': 10,
+                                            'matching.distance': 'euclidean'}),
 )
 
 

@@ -87,3 +87,12 @@ def test_replace_and_coercion():
     assert cfg.matching.contrast.enabled is True
     with pytest.raises(Exception):
         cfg.sequence.length = 3  # frozen
+
+
+def test_model_presets():
+    jist = load_config('jist')
+    assert jist.encoder.name == 'jist-r18' and jist.matching.method == 'seqgem'
+    assert (jist.encoder.input_height, jist.encoder.input_width) == (480, 640)
+    smn = load_config('seqmatchnet')
+    assert smn.encoder.transform.name == 'seqmatchnet' and smn.matching.method == 'seqmatch'
+    assert smn.matching.distance == 'euclidean' and smn.sequence.length == 5

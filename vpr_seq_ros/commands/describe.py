@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
-                                         add_matching_options, config_from_args, make_progress)
+                                         add_matching_options, add_source_options,
+                                         config_from_args, make_progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         '--method seqgem) also sequence_descriptors: one row per trailing window, row i '
         'covering frames i .. i+L-1 (windows that would cross a segment are left out; '
         'sequence_first_frame gives each row\'s first frame).')
-    parser.add_argument('source', metavar='SOURCE', help='image folder or .npy descriptor file')
+    parser.add_argument('source', metavar='SOURCE',
+                        help='image folder, .npy descriptor file or bag (with --image-topic)')
     parser.add_argument('-o', '--output', required=True, metavar='OUT.npz', help='output file')
     add_config_options(parser)
+    add_source_options(parser)
     add_encoder_options(parser)
     add_matching_options(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
