@@ -6,7 +6,7 @@ import argparse
 
 from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
                                          add_source_options,
-                                         add_matching_options, config_from_args, make_progress)
+                                         LazyProgress, add_matching_options, config_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,17 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from vpr_seq_ros.pipeline import build_map
 
     cfg = config_from_args(args, {'map.dtype': args.map_dtype})
-    bar = None
-
-    def start(total: int) -> None:
-        nonlocal bar
-        bar = make_progress(total, 'encoding', not args.no_progress)
-
-    try:
+    with LazyProgress('encoding', not args.no_progress) as bar:
         path = build_map(args.source, cfg, args.output,
-                         progress=lambda n: bar.update(n) if bar else None, on_start=start)
-    finally:
-        if bar is not None:
-            bar.close()
+                         progress=bar.update, on_start=bar.start)
     print(f'map written: {path} (encoder {cfg.encoder.name}, L={cfg.sequence.length})')
     return 0

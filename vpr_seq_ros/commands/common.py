@@ -110,3 +110,29 @@ def make_progress(total: int, desc: str, enabled: bool = True) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit='frame', disable=not enabled, leave=False)
+
+
+class LazyProgress:
+    """A progress bar created when the stage reports its total (``on_start``).
+
+    Use as a context manager; pass ``bar.start`` as the stage's ``on_start`` and ``bar.update``
+    as its ``progress`` callback.
+    """
+
+    def __init__(self, desc: str, enabled: bool = True) -> None:
+        self.desc, self.enabled = desc, enabled
+        self.bar: Any = None
+
+    def start(self, total: int) -> None:
+        self.bar = make_progress(total, self.desc, self.enabled)
+
+    def update(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def __enter__(self) -> LazyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -6,7 +6,7 @@ import argparse
 
 from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
                                          add_source_options,
-                                         add_matching_options, config_from_args, make_progress)
+                                         LazyProgress, add_matching_options, config_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,18 +72,9 @@ def run(args: argparse.Namespace) -> int:
         'evaluation.radius_m': args.radius_m,
         'evaluation.recall_at': args.recall_at,
     }, base=map_config(refmap))
-    bar = None
-
-    def start(total: int) -> None:
-        nonlocal bar
-        bar = make_progress(total, 'encoding query', not args.no_progress)
-
-    try:
+    with LazyProgress('encoding query', not args.no_progress) as bar:
         result = evaluate(refmap, args.query, cfg,
-                          progress=lambda n: bar.update(n) if bar else None, on_start=start)
-    finally:
-        if bar is not None:
-            bar.close()
+                          progress=bar.update, on_start=bar.start)
     report = result.report
     m = result.metrics
     print(f'method {report["method"]}, L = {report["seq_len"]}, window {report["window"]}, '

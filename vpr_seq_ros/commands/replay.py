@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
-                                         add_matching_options, config_from_args, make_progress)
+                                         LazyProgress, add_matching_options, config_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,18 +75,8 @@ def run(args: argparse.Namespace) -> int:
     }, base=map_config(refmap) if refmap else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bar = None
-
-    def start(total: int) -> None:
-        nonlocal bar
-        bar = make_progress(total, 'replaying', not args.no_progress)
-
-    try:
-        result = replay(args.bag, cfg, refmap, out, progress=lambda n: bar.update(n)
-                        if bar else None, on_start=start)
-    finally:
-        if bar is not None:
-            bar.close()
+    with LazyProgress('replaying', not args.no_progress) as bar:
+        result = replay(args.bag, cfg, refmap, out, progress=bar.update, on_start=bar.start)
     report = result.report
     print(f'{report["mode"]}: {report["keyframes"]} keyframes, latency p50 '
           f'{report["latency_ms"]["p50"]:.1f} ms, p99 {report["latency_ms"]["p99"]:.1f} ms, '

@@ -29,7 +29,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -200,6 +200,19 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                       state_dict=state_dict, meta=meta)
 
 
+def key_problems(expected: Iterable[str], given: Iterable[str]) -> list[str]:
+    """Messages naming the missing and the unexpected keys of a state dict (empty if none)."""
+    expected, given = list(expected), list(given)
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f'missing keys: {_some(missing)}')
+    if unexpected:
+        problems.append(f'unexpected keys: {_some(unexpected)}')
+    return problems
+
+
 def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
                            source: str, expected_layout: str) -> None:
     """Load every tensor of ``module`` from ``state_dict`` with nothing left over.
@@ -221,13 +234,7 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
     for key, value in expected.items():
         if key.endswith('num_batches_tracked') and key not in given:
             given[key] = value.clone()
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    problems = []
-    if missing:
-        problems.append(f'missing keys: {_some(missing)}')
-    if unexpected:
-        problems.append(f'unexpected keys: {_some(unexpected)}')
+    problems = key_problems(expected, given)
     for key, value in expected.items():
         if key in given and tuple(given[key].shape) != tuple(value.shape):
             problems.append(f'{key} has shape {_shape(given[key].shape)}, expected '

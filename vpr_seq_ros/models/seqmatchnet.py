@@ -22,7 +22,8 @@ from torch import nn
 
 from vpr_seq_ros.errors import ModelError
 from vpr_seq_ros.models.checkpoints import (LAYOUT_RANDOM, LAYOUT_SEQMATCHNET, RANDOM_SEED,
-                                            load_state_dict_strict, read_checkpoint)
+                                            key_problems, load_state_dict_strict,
+                                            read_checkpoint)
 
 _LOG = logging.getLogger(__name__)
 
@@ -89,14 +90,7 @@ def transform_from_official(state_dict: Mapping[str, torch.Tensor],
         ModelError: missing or unexpected keys, or shapes that are not ``[D_out, D_in, 1]``
             and ``[D_out]``.
     """
-    wanted = (OFFICIAL_WEIGHT, OFFICIAL_BIAS)
-    missing = [k for k in wanted if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in wanted]
-    problems = []
-    if missing:
-        problems.append(f'missing keys: {", ".join(missing)}')
-    if unexpected:
-        problems.append(f'unexpected keys: {", ".join(sorted(unexpected)[:8])}')
+    problems = key_problems((OFFICIAL_WEIGHT, OFFICIAL_BIAS), state_dict)
     if not problems:
         weight, bias = state_dict[OFFICIAL_WEIGHT], state_dict[OFFICIAL_BIAS]
         if weight.ndim != 3 or weight.shape[2] != 1:
