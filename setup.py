@@ -50,7 +50,6 @@ setup(
     maintainer_email='vpr-seq-ros@example.org',
     description='Sequential visual place recognition (JIST/SeqGeM, SeqMatchNet) for ROS 2',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'vpr-seq = vpr_seq_ros.cli:main',
