@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): setup.py | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[models,test]'
+	$(PY) -m pip install --quiet -e '.[models,train,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,9 @@ test: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/seqmatch_online.py
 	$(PY) benchmarks/encoder_throughput.py
+	$(PY) benchmarks/node_latency.py
+	$(PY) benchmarks/real_data.py
+	$(PY) benchmarks/train_nordland.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build *.egg-info

@@ -27,6 +27,8 @@ EXTRAS_REQUIRE = {
     # learnt encoders (JIST, SeqMatchNet transform), ONNX export and runtime
     'models': ['torch>=2.1', 'onnx>=1.14', 'onnxruntime>=1.16'],
     'test': ['pytest>=7.0', 'hypothesis>=6.0'],
+    # offline training (vpr-seq train): torch only; never imported by the node
+    'train': ['torch>=2.1'],
 }
 EXTRAS_REQUIRE['all'] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in reqs})
 
@@ -40,6 +42,7 @@ setup(
         ('share/' + PACKAGE + '/launch', glob('launch/*.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
         ('share/' + PACKAGE + '/config/presets', glob('config/presets/*.yaml')),
+        ('share/' + PACKAGE + '/config/training', glob('config/training/*.yaml')),
         ('share/' + PACKAGE + '/models', glob('models/*.md')),
     ],
     python_requires='>=3.10',

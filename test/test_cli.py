@@ -111,7 +111,8 @@ def test_describe_npy(tmp_path):
 
 
 def test_help_is_available_for_every_command():
-    for command in ('build-map', 'evaluate', 'describe', 'export-onnx', 'demo'):
+    for command in ('build-map', 'evaluate', 'describe', 'export-onnx', 'demo', 'replay',
+                    'images-to-bag', 'train'):
         done = subprocess.run([sys.executable, '-m', 'vpr_seq_ros.cli', command, '--help'],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr

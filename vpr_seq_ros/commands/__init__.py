@@ -13,4 +13,5 @@ COMMAND_MODULES = (
     'demo',
     'images_to_bag',
     'replay',
+    'train',
 )
