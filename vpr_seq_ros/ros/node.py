@@ -35,8 +35,9 @@ from vpr_seq_ros.config import load_config
 from vpr_seq_ros.errors import ConfigError, DecodeError, VprSeqError
 from vpr_seq_ros.messages import outputs
 from vpr_seq_ros.messages.images import decode_any
-from vpr_seq_ros.ros.params import (config_from_parameters, default_parameters, is_dynamic,
-                                    parameter_description, parameter_kind)
+from vpr_seq_ros.ros.params import (DYNAMIC_PREFIXES, config_from_parameters,
+                                    default_parameters, is_dynamic, parameter_description,
+                                    parameter_kind)
 from vpr_seq_ros.runtime.core import NodeCore
 from vpr_seq_ros.runtime.queue import DroppingQueue
 from vpr_seq_ros.types import Frame, Pose
@@ -131,8 +132,9 @@ def yaw_of(q: Any) -> float:
 class VprSeqNode(Node):
     """Sequential place recognition node: localization against a map, or loop closures."""
 
-    def __init__(self) -> None:
-        super().__init__('vpr_seq_node')
+    def __init__(self, **node_kwargs: Any) -> None:
+        """``node_kwargs`` go to :class:`rclpy.node.Node` (context, parameter_overrides, ...)."""
+        super().__init__('vpr_seq_node', **node_kwargs)
         self.declare_parameter('preset', '', ParameterDescriptor(
             description='named preset of config/presets applied under the parameters',
             read_only=True))
@@ -263,10 +265,10 @@ class VprSeqNode(Node):
             return SetParametersResult(successful=True)
         fixed = sorted(name for name in values if not is_dynamic(name))
         if fixed:
+            dynamic = ', '.join(f'{p}*' if p.endswith('.') else p for p in DYNAMIC_PREFIXES)
             return SetParametersResult(
                 successful=False, reason=f'{", ".join(fixed)} cannot change at run time '
-                '(only matching.top_k, node.max_distance, node.publish_markers, '
-                'node.keyframe.* and node.loop_closure.* do); restart the node')
+                f'(only {dynamic} can); restart the node')
         try:
             with self.lock:
                 cfg = config_from_parameters(values, self.cfg)
