@@ -152,3 +152,21 @@ def test_other_methods_stream(method):
     assert steps[first].hypothesis is not None
     hits = [s.hypothesis.best.ref_index == 10 + i for i, s in enumerate(steps) if s.hypothesis]
     assert np.mean(hits) > 0.9
+
+
+def test_slam_min_score_and_metres_exclusion_without_odometry():
+    loop = route_descriptors(50, seed=3)
+    rng = np.random.default_rng(4)
+    descs = np.concatenate([loop, loop + 0.2 * rng.normal(size=loop.shape).astype(np.float32)])
+    counts = {}
+    for min_score in (0.0, 2.0):
+        # exclude_recent_m is set but no odometry arrives: it must not mask every candidate
+        cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 3.0,
+                                 'node.loop_closure.exclude_recent_m': 5.0,
+                                 'node.loop_closure.min_score': min_score})
+        core = NodeCore(cfg, IdentityEncoder())
+        closures = [c for f in frames_of(descs) for c in core.on_frame(f).loop_closures]
+        assert all(c.score >= min_score for c in closures)
+        counts[min_score] = closures
+    assert len(counts[0.0]) > len(counts[2.0]) > 0
+    assert all(c.query_index - c.match_index == 50 for c in counts[2.0])

@@ -165,3 +165,23 @@ def test_diagnostics_level_is_a_byte(dropped, level):
     assert back.status[0].level == level  # OK, or WARN when a frame was dropped
     values = {kv.key: kv.value for kv in back.status[0].values}
     assert values['frames_dropped_queue'] == str(dropped) and values['input_rate_hz'] == '2'
+
+
+def test_localization_starts_from_the_maps_configuration(context, tmp_path):
+    from vpr_seq_ros.config import load_config
+    from vpr_seq_ros.pipeline import build_map
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / 'ref.npy', rng.normal(size=(30, 8)).astype(np.float32))
+    cfg = load_config(overrides={'encoder.name': 'npy', 'sequence.length': 7,
+                                 'matching.distance': 'sad'})
+    map_path = build_map(tmp_path / 'ref.npy', cfg, tmp_path / 'map.npz')
+    node = make_node(context, **{'node.map_path': str(map_path), 'matching.top_k': 4})
+    try:
+        assert node.cfg.encoder.name == 'npy'          # from the map
+        assert node.cfg.sequence.length == 7           # from the map
+        assert node.cfg.matching.distance == 'sad'     # from the map
+        assert node.cfg.matching.top_k == 4            # the parameter wins
+        assert node.core.diagnostics.map_size == 30
+    finally:
+        node.destroy_node()

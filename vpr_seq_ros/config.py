@@ -287,7 +287,9 @@ class LoopClosureConfig:
         streak_tolerance: consecutive matches are consistent when the matched index advanced
             by 1 +- this many keyframes.
         max_distance: candidates farther than this sequence distance are rejected (0: no
-            threshold).
+            threshold; the scale depends on the encoder, see vpr-seq replay).
+        min_score: candidates must lie this many standard deviations below the mean distance
+            to all past keyframes (encoder-independent; 0 disables).
     """
 
     exclude_recent_s: float = 30.0
@@ -295,6 +297,7 @@ class LoopClosureConfig:
     min_streak: int = 3
     streak_tolerance: int = 2
     max_distance: float = 0.0
+    min_score: float = 0.0
 
     def __post_init__(self) -> None:
         _positive('node.loop_closure', 'exclude_recent_s', self.exclude_recent_s,
@@ -305,6 +308,7 @@ class LoopClosureConfig:
         _positive('node.loop_closure', 'streak_tolerance', self.streak_tolerance,
                   allow_zero=True)
         _positive('node.loop_closure', 'max_distance', self.max_distance, allow_zero=True)
+        _positive('node.loop_closure', 'min_score', self.min_score, allow_zero=True)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ from typing import BinaryIO, Callable
 from vpr_seq_ros.errors import VprSeqError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(handle)`` on a temporary file, fsync it, and rename it to ``path``.
 
@@ -26,6 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     except OSError as err:
         raise VprSeqError(f'cannot write {path}: {err}') from err
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         with os.fdopen(fd, 'wb') as handle:
             write(handle)
             handle.flush()

@@ -31,13 +31,16 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from vpr_seq_ros.config import load_config
+from vpr_seq_ros.config import Config, load_config
+from vpr_seq_ros.encoders import build_encoder
 from vpr_seq_ros.errors import ConfigError, DecodeError, VprSeqError
 from vpr_seq_ros.messages import outputs
 from vpr_seq_ros.messages.images import decode_any
 from vpr_seq_ros.ros.params import (DYNAMIC_PREFIXES, config_from_parameters,
                                     default_parameters, is_dynamic, parameter_description,
                                     parameter_kind)
+from vpr_seq_ros.pipeline import map_config
+from vpr_seq_ros.refmap import load_map
 from vpr_seq_ros.runtime.core import NodeCore
 from vpr_seq_ros.runtime.queue import DroppingQueue
 from vpr_seq_ros.types import Frame, Pose
@@ -141,24 +144,27 @@ class VprSeqNode(Node):
         self.declare_parameter('config_file', '', ParameterDescriptor(
             description='YAML file of the configuration schema applied under the parameters',
             read_only=True))
+        # In localization mode the map's own configuration is the base layer (as for
+        # vpr-seq evaluate and replay): map < preset < config_file < parameters.
+        defaults = default_parameters(Config())
+        for name in ('node.mode', 'node.map_path'):
+            self._declare(name, defaults[name])
+        mode = self.get_parameter('node.mode').value
+        map_path = self.get_parameter('node.map_path').value
+        refmap = load_map(map_path) if mode == 'localization' and map_path else None
         base = load_config(self.get_parameter('preset').value or None,
-                           self.get_parameter('config_file').value or None)
+                           self.get_parameter('config_file').value or None,
+                           base=map_config(refmap) if refmap is not None else None)
         self.schema_names = frozenset(default_parameters(base))
         for name, default in default_parameters(base).items():
-            kind = parameter_kind(name)
-            try:
-                self.declare_parameter(name, default, ParameterDescriptor(
-                    description=parameter_description(name), type=_KIND_TYPES[kind],
-                    read_only=not is_dynamic(name)))
-            except InvalidParameterTypeException as err:
-                raise ConfigError(f'parameter {name} must be of type {kind} (e.g. write 1.0, '
-                                  f'not 1, for a float): {err}') from err
-            except InvalidParameterValueException as err:
-                raise ConfigError(f'parameter {name}: {err}') from err
+            if name not in ('node.mode', 'node.map_path'):
+                self._declare(name, default)
         values = {name: self.get_parameter(name).value for name in self.schema_names}
         self.cfg = config_from_parameters(values, base)  # raises: fatal at start-up
         self._warn_unknown_overrides()
-        self.core = NodeCore.from_config(self.cfg)       # model and map load once, here
+        # model and map load once, here
+        self.core = NodeCore(self.cfg, build_encoder(self.cfg.encoder), refmap) \
+            if refmap is not None else NodeCore.from_config(self.cfg)
         self.make = rclpy_factory()
         self.lock = threading.Lock()
         self.queue: DroppingQueue = DroppingQueue(self.cfg.node.queue_depth)
@@ -204,6 +210,19 @@ class VprSeqNode(Node):
         if self.worker.is_alive() and self.worker is not threading.current_thread():
             self.worker.join(timeout=5.0)
         super().destroy_node()
+
+    def _declare(self, name: str, default: Any) -> None:
+        """Declare a schema parameter with its type, documentation and read-only flag."""
+        kind = parameter_kind(name)
+        try:
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=parameter_description(name), type=_KIND_TYPES[kind],
+                read_only=not is_dynamic(name)))
+        except InvalidParameterTypeException as err:
+            raise ConfigError(f'parameter {name} must be of type {kind} (e.g. write 1.0, '
+                              f'not 1, for a float): {err}') from err
+        except InvalidParameterValueException as err:
+            raise ConfigError(f'parameter {name}: {err}') from err
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Any) -> None:

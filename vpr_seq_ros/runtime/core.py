@@ -5,9 +5,11 @@ Modes:
 * ``localization``: match the newest keyframe's sequence against a fixed reference map, opened
   read-only; every keyframe with a full window yields a :class:`PlaceHypothesis`.
 * ``slam``: match against the robot's own past keyframes (a growing map). Keyframes of the last
-  ``exclude_recent_s`` seconds and ``exclude_recent_m`` metres of path are never candidates;
-  a :class:`LoopClosure` is published once ``min_streak`` consecutive keyframes matched
-  consistently (the matched index advancing by one, +- ``streak_tolerance``).
+  ``exclude_recent_s`` seconds and (once odometry arrives) ``exclude_recent_m`` metres of path
+  are never candidates; a candidate must stand out (``min_score`` standard deviations below the
+  mean distance) and be within ``max_distance`` when that is set; a :class:`LoopClosure` is
+  published once ``min_streak`` consecutive keyframes matched consistently (the matched index
+  advancing by one, +- ``streak_tolerance``).
 
 Keyframes: with odometry, one every ``min_distance_m`` of path; otherwise one every
 ``min_interval_s``. A stamp earlier than the previous frame's (a bag restarted) resets the
@@ -232,7 +234,7 @@ class NodeCore:
         stamps = np.asarray(self._kf_stamps[:n], np.int64)
         masked = distances.copy()
         masked[stamps > frame.stamp_ns - int(lc.exclude_recent_s * 1e9)] = np.inf
-        if lc.exclude_recent_m > 0:
+        if lc.exclude_recent_m > 0 and self._odom_pose is not None:  # metres need odometry
             path = np.asarray(self._kf_path_m[:n])
             masked[path > self._path_m - lc.exclude_recent_m] = np.inf
         have_poses = all(p is not None for p in self._kf_poses[:n])
@@ -240,7 +242,8 @@ class NodeCore:
         candidates = self._candidates(masked, stamps, poses)
         hypothesis = PlaceHypothesis(self._keyframe_index, frame.stamp_ns, candidates)
         best = hypothesis.best
-        if best is None or (lc.max_distance > 0 and best.distance > lc.max_distance):
+        if best is None or (lc.max_distance > 0 and best.distance > lc.max_distance) or \
+                best.score < lc.min_score:
             self._streak, self._last_match = 0, None
             return hypothesis, []
         consistent = self._last_match is not None and \
