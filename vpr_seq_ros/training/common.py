@@ -150,6 +150,49 @@ def recall_at(matches: Matches, ref_places: np.ndarray, query_places: np.ndarray
 # --------------------------------------------------------------------------- run folder
 
 
+def update_best(best: dict[str, Any] | None, recalls: Mapping[int, float], k: int,
+                has_validation: bool, epoch: int) -> tuple[bool, dict[str, Any] | None]:
+    """Model selection: is this epoch (1-based) the best so far, and the updated record.
+
+    Without a validation split every epoch is the best (the last one is kept); otherwise an
+    epoch must be strictly better in validation Recall@k (ties: Recall@1), as the official code.
+    """
+    score = list(selection_score(recalls, k))
+    is_best = not has_validation or best is None or score > list(best['score'])
+    return is_best, ({'epoch': epoch, 'score': score} if is_best else best)
+
+
+def close_epoch(run: RunFolder, kind: str, model: Any, state_tensors: dict[str, Any],
+                config: dict[str, Any], meta: dict[str, Any], summary: EpochSummary,
+                best: dict[str, Any] | None, history: list[dict[str, Any]],
+                callbacks: TrainCallbacks) -> None:
+    """End-of-epoch bookkeeping shared by the trainers: best and last checkpoints, resumable
+    state, history, the summary line, the callback."""
+    from vpr_seq_ros.models.checkpoints import save_checkpoint
+
+    history.append(summary.as_dict())
+    epoch_meta = {**meta, 'epoch': summary.epoch,
+                  'val_recall_at': {str(k): v for k, v in summary.recalls.items()}}
+    if summary.best:
+        save_checkpoint(run.best, kind, model.state_dict(), **epoch_meta)
+    save_checkpoint(run.last, kind, model.state_dict(), **epoch_meta,
+                    train_state=run.state.name)
+    save_state(run.state, kind, summary.epoch, config, state_tensors, best, history)
+    run.write_history(history)
+    log.info('%s', summary.line())
+    callbacks.epoch_end(summary)
+
+
+def finish_run(run: RunFolder, kind: str, model: Any, meta: dict[str, Any]) -> Path:
+    """The selected checkpoint; written from the current model when a resumed run had nothing
+    left to do in a new folder."""
+    from vpr_seq_ros.models.checkpoints import save_checkpoint
+
+    if not run.best.is_file():
+        save_checkpoint(run.best, kind, model.state_dict(), **meta)
+    return run.best
+
+
 def default_command_line() -> str:
     """The command line of this process (recorded with every run)."""
     return shlex.join(sys.argv) if sys.argv and sys.argv[0] else '(python)'

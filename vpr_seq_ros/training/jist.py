@@ -38,12 +38,12 @@ import torch.nn.functional as F
 from vpr_seq_ros.errors import ConfigError, SourceError
 from vpr_seq_ros.matching.index import FlatL2Index, search_matches
 from vpr_seq_ros.matching.seqgem import seqgem, sequence_descriptors
-from vpr_seq_ros.models.checkpoints import load_jist, save_checkpoint
+from vpr_seq_ros.models.checkpoints import load_jist
 from vpr_seq_ros.models.jist import JistNet, new_jist_net
 from vpr_seq_ros.training.common import (BEST_NAME, EpochSummary, RunFolder, TrainCallbacks,
-                                         epoch_rng, load_state, plain, recall_at,
-                                         resolve_device, save_state, seed_everything,
-                                         selection_score)
+                                         close_epoch, epoch_rng, finish_run, load_state,
+                                         plain, recall_at, resolve_device, seed_everything,
+                                         update_best)
 from vpr_seq_ros.training.config import JistInitConfig, JistTrainConfig, to_dict
 from vpr_seq_ros.training.data import (Side, Split, full_windows, image_loader, load_splits,
                                        neighbours, warn_place_overlap)
@@ -437,26 +437,13 @@ def train_jist(cfg: JistTrainConfig, resume: str | Path | None = None,
         started = time.perf_counter()
         losses, steps = trainer.epoch(epoch, callbacks)
         recalls = _evaluate(trainer.net, val, cfg, radius, device) if val is not None else {}
-        score = list(selection_score(recalls, cfg.validation.select_recall_at))
-        is_best = val is None or best is None or score > list(best['score'])
-        if is_best:
-            best = {'epoch': epoch + 1, 'score': score}
+        is_best, best = update_best(best, recalls, cfg.validation.select_recall_at,
+                                    val is not None, epoch + 1)
         summary = EpochSummary(epoch + 1, cfg.epochs, losses, steps, {}, recalls, cfg.lr,
                                time.perf_counter() - started, is_best)
-        history.append(summary.as_dict())
-        epoch_meta = {**meta, 'epoch': epoch + 1,
-                      'val_recall_at': {str(k): v for k, v in recalls.items()}}
-        if is_best:
-            save_checkpoint(run.best, KIND, trainer.net.state_dict(), **epoch_meta)
-        save_checkpoint(run.last, KIND, trainer.net.state_dict(), **epoch_meta,
-                        train_state=run.state.name)
-        save_state(run.state, KIND, epoch + 1, config, trainer.state_tensors(), best, history)
-        run.write_history(history)
-        log.info('%s', summary.line())
-        callbacks.epoch_end(summary)
-    if not run.best.is_file():
-        save_checkpoint(run.best, KIND, trainer.net.state_dict(), **meta)
-    return run.best
+        close_epoch(run, KIND, trainer.net, trainer.state_tensors(), config, meta, summary,
+                    best, history, callbacks)
+    return finish_run(run, KIND, trainer.net, meta)
 
 
 __all__ = ['augment', 'encode_frames', 'freeze_before', 'initial_network', 'train_jist']

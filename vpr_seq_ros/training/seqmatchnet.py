@@ -37,12 +37,11 @@ import torch
 from vpr_seq_ros.encoders import build_encoder
 from vpr_seq_ros.errors import ConfigError, SourceError
 from vpr_seq_ros.matching.seqmatch import SeqMatchSettings, seqmatch_batch
-from vpr_seq_ros.models.checkpoints import save_checkpoint
 from vpr_seq_ros.models.seqmatchnet import SeqMatchNetTransform
 from vpr_seq_ros.training.common import (BEST_NAME, EpochSummary, RunFolder, TrainCallbacks,
-                                         epoch_rng, load_state, plain, recall_at,
-                                         resolve_device, save_state, seed_everything,
-                                         selection_score)
+                                         close_epoch, epoch_rng, finish_run, load_state,
+                                         plain, recall_at, resolve_device, seed_everything,
+                                         update_best)
 from vpr_seq_ros.training.config import SeqMatchNetTrainConfig, to_dict
 from vpr_seq_ros.training.data import (Split, descriptor_loader, full_windows,
                                        load_splits, neighbours, warn_place_overlap,
@@ -286,27 +285,14 @@ def train_seqmatchnet(cfg: SeqMatchNetTrainConfig, resume: str | Path | None = N
         trainer.scheduler.step()
         recalls = _evaluate(trainer.model, val, cfg, manifest.ground_truth.eval_radius,
                             device) if val is not None else {}
-        score = list(selection_score(recalls, cfg.validation.select_recall_at))
-        is_best = val is None or best is None or score > list(best['score'])
-        if is_best:
-            best = {'epoch': epoch + 1, 'score': score}
+        is_best, best = update_best(best, recalls, cfg.validation.select_recall_at,
+                                    val is not None, epoch + 1)
         summary = EpochSummary(epoch + 1, cfg.epochs, {'loss': loss}, steps,
                                {'triplets': n_triplets, 'skipped': skipped}, recalls, lr,
                                time.perf_counter() - started, is_best)
-        history.append(summary.as_dict())
-        epoch_meta = {**meta, 'epoch': epoch + 1,
-                      'val_recall_at': {str(k): v for k, v in recalls.items()}}
-        if is_best:
-            save_checkpoint(run.best, KIND, trainer.model.state_dict(), **epoch_meta)
-        save_checkpoint(run.last, KIND, trainer.model.state_dict(), **epoch_meta,
-                        train_state=run.state.name)
-        save_state(run.state, KIND, epoch + 1, config, trainer.state_tensors(), best, history)
-        run.write_history(history)
-        log.info('%s', summary.line())
-        callbacks.epoch_end(summary)
-    if not run.best.is_file():  # resumed with nothing left to do, into a new folder
-        save_checkpoint(run.best, KIND, trainer.model.state_dict(), **meta)
-    return run.best
+        close_epoch(run, KIND, trainer.model, trainer.state_tensors(), config, meta, summary,
+                    best, history, callbacks)
+    return finish_run(run, KIND, trainer.model, meta)
 
 
 def _check_dims(splits: dict[str, Split]) -> None:
