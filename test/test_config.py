@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from vpr_seq_ros.config import (Config, available_presets, config_from_dict, flatten,
@@ -85,7 +87,7 @@ def test_replace_and_coercion():
     assert cfg.matching.slopes == (1.0, 2.0)
     assert cfg.sequence.length == 4
     assert cfg.matching.contrast.enabled is True
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.sequence.length = 3  # frozen
 
 

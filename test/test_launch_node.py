@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-launch_testing = pytest.importorskip('launch_testing')
+pytest.importorskip('launch_testing')
 rclpy = pytest.importorskip('rclpy')
 pytest.importorskip('launch_ros')
 pytest.importorskip('geometry_msgs.msg')

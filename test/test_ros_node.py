@@ -108,7 +108,7 @@ def test_services_answer(context, slam_node):
             assert client.wait_for_service(timeout_sec=10.0)
             future = client.call_async(Trigger.Request())
             done = threading.Event()
-            future.add_done_callback(lambda _: done.set())
+            future.add_done_callback(lambda _, done=done: done.set())
             assert done.wait(timeout=10.0), service
             response = future.result()
             assert response.success is success and text in response.message, response

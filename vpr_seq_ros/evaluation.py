@@ -210,7 +210,8 @@ def plot_results(path: str | Path, metrics: Metrics, matches: Matches,
     ax_mat.scatter(gt_q, gt_r, s=1, c='white', alpha=0.25, label='ground truth')
     js = np.flatnonzero(matches.valid)
     good = metrics.top1_correct[js]
-    ax_mat.scatter(js[good], matches.ref_indices[js[good], 0], s=4, c='lime', label='top-1 correct')
+    ax_mat.scatter(js[good], matches.ref_indices[js[good], 0], s=4, c='lime',
+                   label='top-1 correct')
     ax_mat.scatter(js[~good], matches.ref_indices[js[~good], 0], s=4, c='red',
                    label='top-1 wrong')
     ax_mat.set_xlabel('query frame')

@@ -7,14 +7,18 @@ replay's result bag (through rosbags' classes), so both hold exactly the same co
 
 Topics (relative names; ``~/`` is the node's private namespace):
 
-| topic | type | content |
-|---|---|---|
-| ``~/matched_pose`` | geometry_msgs/PoseWithCovarianceStamped | best match's reference pose; stamp = newest query frame; covariance grows as confidence falls |
-| ``~/place_matches`` | std_msgs/Float64MultiArray | rows = top-K candidates best first; columns :data:`PLACE_COLUMNS` |
-| ``~/loop_closure`` | std_msgs/Float64MultiArray | ``[t_query_sec, t_match_sec]`` (LIO-SAM family convention) |
-| ``~/loop_closures`` | std_msgs/Float64MultiArray | rows = candidates; columns :data:`LOOP_COLUMNS` |
-| ``~/markers`` | visualization_msgs/MarkerArray | matched place (sphere + text), loop-closure lines |
-| ``/diagnostics`` | diagnostic_msgs/DiagnosticArray | input rate, timings, buffer fill, drops, map size |
+* ``~/matched_pose`` (geometry_msgs/PoseWithCovarianceStamped): the best match's reference
+  pose; stamp = newest query frame; the covariance grows as the confidence falls.
+* ``~/place_matches`` (std_msgs/Float64MultiArray): rows = top-K candidates best first,
+  columns :data:`PLACE_COLUMNS`.
+* ``~/loop_closure`` (std_msgs/Float64MultiArray): ``[t_query_sec, t_match_sec]``, the
+  LIO-SAM family convention.
+* ``~/loop_closures`` (std_msgs/Float64MultiArray): rows = candidates, columns
+  :data:`LOOP_COLUMNS`.
+* ``~/markers`` (visualization_msgs/MarkerArray): matched place (sphere + text), loop-closure
+  lines.
+* ``/diagnostics`` (diagnostic_msgs/DiagnosticArray): input rate, timings, buffer fill, drops,
+  map size.
 """
 
 from __future__ import annotations
