@@ -150,6 +150,34 @@ def recall_at(matches: Matches, ref_places: np.ndarray, query_places: np.ndarray
 # --------------------------------------------------------------------------- run folder
 
 
+@dataclass
+class RunStart:
+    """What both trainers set up before their first epoch."""
+
+    manifest: Any
+    config: dict[str, Any]
+    state: dict[str, Any] | None
+    run: RunFolder
+    device: Any
+
+
+def start_run(cfg: Any, kind: str, resume: str | Path | None,
+              command_line: str | None) -> RunStart:
+    """Load the manifest, resolve the config, load a resumed state, start the run folder
+    (config, manifest, command line), pick the device and seed everything."""
+    from vpr_seq_ros.training.config import to_dict
+    from vpr_seq_ros.training.manifest import load_manifest
+
+    manifest = load_manifest(cfg.data.manifest)
+    config = to_dict(cfg)
+    state = load_state(resume, kind, config) if resume is not None else None
+    run = RunFolder(cfg.output_dir)
+    run.start(config, plain(manifest), command_line, resuming=state is not None)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, device)
+    return RunStart(manifest, config, state, run, device)
+
+
 def update_best(best: dict[str, Any] | None, recalls: Mapping[int, float], k: int,
                 has_validation: bool, epoch: int) -> tuple[bool, dict[str, Any] | None]:
     """Model selection: is this epoch (1-based) the best so far, and the updated record.

@@ -40,16 +40,15 @@ from vpr_seq_ros.matching.index import FlatL2Index, search_matches
 from vpr_seq_ros.matching.seqgem import seqgem, sequence_descriptors
 from vpr_seq_ros.models.checkpoints import load_jist
 from vpr_seq_ros.models.jist import JistNet, new_jist_net
-from vpr_seq_ros.training.common import (BEST_NAME, EpochSummary, RunFolder, TrainCallbacks,
-                                         close_epoch, epoch_rng, finish_run, load_state,
-                                         plain, recall_at, resolve_device, seed_everything,
+from vpr_seq_ros.training.common import (BEST_NAME, EpochSummary, TrainCallbacks, close_epoch,
+                                         epoch_rng, finish_run, recall_at, start_run,
                                          update_best)
-from vpr_seq_ros.training.config import JistInitConfig, JistTrainConfig, to_dict
+from vpr_seq_ros.training.config import JistInitConfig, JistTrainConfig
 from vpr_seq_ros.training.data import (Side, Split, full_windows, image_loader, load_splits,
                                        neighbours, warn_place_overlap)
 from vpr_seq_ros.training.groups import PlaceGroup, place_groups
 from vpr_seq_ros.training.losses import CosFace, seqgem_triplet_loss
-from vpr_seq_ros.training.manifest import GroundTruthSpec, load_manifest
+from vpr_seq_ros.training.manifest import GroundTruthSpec
 
 log = logging.getLogger(__name__)
 
@@ -404,13 +403,9 @@ def train_jist(cfg: JistTrainConfig, resume: str | Path | None = None,
         ModelError: unreadable weights or training state.
     """
     callbacks = callbacks or TrainCallbacks()
-    manifest = load_manifest(cfg.data.manifest)
-    config = to_dict(cfg)
-    state = load_state(resume, KIND, config) if resume is not None else None
-    run = RunFolder(cfg.output_dir)
-    run.start(config, plain(manifest), command_line, resuming=state is not None)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed, device)
+    started = start_run(cfg, KIND, resume, command_line)
+    manifest, config, state, run, device = (started.manifest, started.config, started.state,
+                                            started.run, started.device)
     splits = load_splits(manifest, ('train', 'val'),
                          image_loader(cfg.input_height, cfg.input_width, cfg.data.cache_dir))
     if 'train' not in splits:

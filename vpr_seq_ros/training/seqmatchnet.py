@@ -39,15 +39,14 @@ from vpr_seq_ros.errors import ConfigError, SourceError
 from vpr_seq_ros.matching.seqmatch import SeqMatchSettings, seqmatch_batch
 from vpr_seq_ros.models.seqmatchnet import SeqMatchNetTransform
 from vpr_seq_ros.training.common import (BEST_NAME, EpochSummary, RunFolder, TrainCallbacks,
-                                         close_epoch, epoch_rng, finish_run, load_state,
-                                         plain, recall_at, resolve_device, seed_everything,
-                                         update_best)
-from vpr_seq_ros.training.config import SeqMatchNetTrainConfig, to_dict
+                                         close_epoch, epoch_rng, finish_run, recall_at,
+                                         start_run, update_best)
+from vpr_seq_ros.training.config import SeqMatchNetTrainConfig
 from vpr_seq_ros.training.data import (Split, descriptor_loader, full_windows,
                                        load_splits, neighbours, warn_place_overlap,
                                        window_offset)
 from vpr_seq_ros.training.losses import sequence_distance, triplet_hinge
-from vpr_seq_ros.training.manifest import GroundTruthSpec, load_manifest
+from vpr_seq_ros.training.manifest import GroundTruthSpec
 from vpr_seq_ros.training.mining import Triplet, mine_triplets, mining_columns
 
 log = logging.getLogger(__name__)
@@ -247,13 +246,9 @@ def train_seqmatchnet(cfg: SeqMatchNetTrainConfig, resume: str | Path | None = N
         ModelError: an unreadable training state.
     """
     callbacks = callbacks or TrainCallbacks()
-    manifest = load_manifest(cfg.data.manifest)
-    config = to_dict(cfg)
-    state = load_state(resume, KIND, config) if resume is not None else None
-    run = RunFolder(cfg.output_dir)
-    run.start(config, plain(manifest), command_line, resuming=state is not None)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed, device)
+    started = start_run(cfg, KIND, resume, command_line)
+    manifest, config, state, run, device = (started.manifest, started.config, started.state,
+                                            started.run, started.device)
     encoder = build_encoder(cfg.encoder)
     splits = load_splits(manifest, ('train', 'val'),
                          descriptor_loader(encoder, cfg.data.cache_dir, cfg.encoder.batch_size))
