@@ -224,6 +224,20 @@ def test_keyframe_gating_at_two_metres(tmp_path: Path) -> None:
         BagSource(tmp_path / 'bag', '/cam', keyframe_distance_m=2.0)
 
 
+def test_keyframe_gating_follows_the_path_not_the_straight_line(tmp_path: Path) -> None:
+    """Out 3 m and back, 1 m per frame: the path grows by 1 m a frame, the straight line from
+    the last keyframe does not; with 2 m spacing every other frame is kept, as the node gates
+    by odometry."""
+    xs = [0, 1, 2, 3, 2, 1, 0]
+    stamps = [T0 + i * SEC // 10 for i in range(len(xs))]
+    msgs = image_records(TS2, stamps)
+    msgs += [('/odom', ODOM, s, pose_msg(TS2, ODOM, s, float(x), 0.0))
+             for x, s in zip(xs, stamps)]
+    source = BagSource(write_bag(tmp_path / 'bag', 'mcap', msgs), '/cam', '/odom',
+                       keyframe_distance_m=2.0)
+    assert [f.pose.x for f in source] == pytest.approx([0, 2, 2, 0])
+
+
 @pytest.mark.parametrize('kind', ['mcap', 'ros1'])
 def test_malformed_frame_in_the_middle_is_skipped_and_counted(tmp_path: Path, kind: str,
                                                                caplog: pytest.LogCaptureFixture

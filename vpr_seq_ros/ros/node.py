@@ -32,6 +32,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from vpr_seq_ros.config import Config, load_config
+from vpr_seq_ros.conversions import stamp_to_ns, yaw_from_quaternion
 from vpr_seq_ros.encoders import build_encoder
 from vpr_seq_ros.errors import ConfigError, DecodeError, VprSeqError
 from vpr_seq_ros.messages import outputs
@@ -120,16 +121,6 @@ def rclpy_factory() -> outputs.Factory:
         return msg
 
     return make
-
-
-def stamp_ns(header: Any) -> int:
-    """Integer nanoseconds of a header stamp."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def yaw_of(q: Any) -> float:
-    """Yaw of a quaternion message."""
-    return float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
 
 
 class VprSeqNode(Node):
@@ -225,6 +216,10 @@ class VprSeqNode(Node):
             raise ConfigError(f'parameter {name}: {err}') from err
 
     # ------------------------------------------------------------------ callbacks
+    def _stamp_ns(self, header: Any) -> int:
+        """A header stamp in ns; a zero stamp is replaced by the node's clock (receive time)."""
+        return stamp_to_ns(header.stamp, self.get_clock().now().nanoseconds)
+
     def _on_image(self, msg: Any) -> None:
         self.frames_in_window += 1
         dropped = self.queue.put(msg)
@@ -234,10 +229,12 @@ class VprSeqNode(Node):
 
     def _on_odom(self, msg: Odometry) -> None:
         p = msg.pose.pose
-        pose = Pose(p.position.x, p.position.y, p.position.z, yaw_of(p.orientation))
+        q = p.orientation
+        pose = Pose(p.position.x, p.position.y, p.position.z,
+                    yaw_from_quaternion(q.x, q.y, q.z, q.w))
         with self.lock:
             self.query_pose = pose
-            self.core.on_odometry(stamp_ns(msg.header), pose)
+            self.core.on_odometry(self._stamp_ns(msg.header), pose)
 
     def _work(self) -> None:
         index = 0
@@ -261,7 +258,7 @@ class VprSeqNode(Node):
             self.get_logger().warning(f'dropped a malformed image: {err}',
                                       throttle_duration_sec=5.0)
             return
-        frame = Frame(index=index, stamp_ns=stamp_ns(msg.header), image=image)
+        frame = Frame(index=index, stamp_ns=self._stamp_ns(msg.header), image=image)
         try:
             with self.lock:
                 step = self.core.on_frame(frame)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from vpr_seq_ros.config import Config, to_dict
+from vpr_seq_ros.conversions import PathLength
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
@@ -88,9 +89,8 @@ class NodeCore:
         self._segment = 0
         self._last_stamp: int | None = None
         self._last_kf_stamp: int | None = None
-        self._last_kf_path = 0.0
         self._odom_pose: Pose | None = None
-        self._path_m = 0.0
+        self._path = PathLength()
         self._keyframe_index = -1
         self._streak = 0
         self._last_match: int | None = None
@@ -133,9 +133,7 @@ class NodeCore:
     # ---------------------------------------------------------------------------- inputs
     def on_odometry(self, stamp_ns: int, pose: Pose) -> None:
         """A pose sample (odometry / GPS in a metric frame); accumulates the path length."""
-        if self._odom_pose is not None:
-            self._path_m += math.dist((pose.x, pose.y, pose.z),
-                                      (self._odom_pose.x, self._odom_pose.y, self._odom_pose.z))
+        self._path.update(pose.x, pose.y, pose.z)
         self._odom_pose = pose
 
     def reset(self) -> None:
@@ -151,7 +149,7 @@ class NodeCore:
         if self._last_kf_stamp is None:
             return True
         if self._odom_pose is not None and gate.min_distance_m > 0:
-            return self._path_m - self._last_kf_path >= gate.min_distance_m
+            return self._path.since_mark() >= gate.min_distance_m
         if gate.min_interval_s > 0:
             return (stamp_ns - self._last_kf_stamp) >= gate.min_interval_s * 1e9
         return True
@@ -172,7 +170,7 @@ class NodeCore:
             diag.frames_skipped_gating += 1
             return StepResult(frame.stamp_ns, keyframe=False, reset=reset)
         self._last_kf_stamp = frame.stamp_ns
-        self._last_kf_path = self._path_m
+        self._path.mark()
         self._keyframe_index += 1
         diag.keyframes += 1
         started = time.perf_counter()
@@ -226,7 +224,7 @@ class NodeCore:
         self._kf_stamps.append(frame.stamp_ns)
         self._kf_poses.append(pose.as_array() if pose is not None else None)
         self._kf_segments.append(self._segment)
-        self._kf_path_m.append(self._path_m)
+        self._kf_path_m.append(self._path.total_m)
         if distances is None or not len(distances):
             return None, []
         n = len(distances)
@@ -236,7 +234,7 @@ class NodeCore:
         masked[stamps > frame.stamp_ns - int(lc.exclude_recent_s * 1e9)] = np.inf
         if lc.exclude_recent_m > 0 and self._odom_pose is not None:  # metres need odometry
             path = np.asarray(self._kf_path_m[:n])
-            masked[path > self._path_m - lc.exclude_recent_m] = np.inf
+            masked[path > self._path.total_m - lc.exclude_recent_m] = np.inf
         have_poses = all(p is not None for p in self._kf_poses[:n])
         poses = np.stack(self._kf_poses[:n]) if have_poses and n else None
         candidates = self._candidates(masked, stamps, poses)

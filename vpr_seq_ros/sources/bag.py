@@ -9,7 +9,8 @@ and bare ``.db3`` / ``.mcap`` files. Images come from one ``sensor_msgs/Image`` 
 What a frame gets, and which frames are kept:
 
 * **Stamp**: the image's header stamp (``sec * 1e9 + nanosec``), or the bag's receive time when
-  the header stamp is zero. Pose samples are stamped the same way.
+  the header stamp is zero (:func:`vpr_seq_ros.conversions.stamp_to_ns`, as the live node does).
+  Pose samples are stamped the same way.
 * **Order and segments**: frames keep the bag's order, except that small backward steps of the
   stamp (jitter) are sorted out. A new segment starts where the stamp jumps forward by more than
   ``segment_gap_factor`` (5) times the median frame interval (a recording gap), where it jumps
@@ -30,9 +31,10 @@ What a frame gets, and which frames are kept:
   can store it. Convert a query run about the **map's** origin (pass it), never about its own
   first fix. Fixes with ``status < 0`` (no fix) or a non-finite latitude/longitude are skipped;
   an unknown (NaN) altitude is taken as the origin's altitude.
-* **Keyframes**: with ``keyframe_distance_m > 0`` a frame is kept only once the robot has moved
-  that far in the horizontal plane (x, y; GPS altitude is too noisy) from the last kept frame;
-  the first frame of every segment is kept.
+* **Keyframes**: with ``keyframe_distance_m > 0`` a frame is kept only once the accumulated 3-D
+  path length along the frames' poses since the last kept frame reaches that distance, as the
+  live node gates by odometry (:class:`vpr_seq_ros.conversions.PathLength`); the first frame of
+  every segment is kept.
 * **Malformed images** (undeserialisable messages, bad step/size/encoding, empty or
   compressedDepth payloads) are skipped, counted in :attr:`BagSource.num_dropped_malformed` and
   logged once as a summary.
@@ -55,6 +57,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from vpr_seq_ros.conversions import PathLength, stamp_to_ns, yaw_from_quaternion
 from vpr_seq_ros.errors import DecodeError, SourceError
 from vpr_seq_ros.messages.images import (check_compressed, check_image, decode_compressed,
                                          decode_image)
@@ -128,11 +131,6 @@ def geodetic_to_enu(lat_deg: np.ndarray, lon_deg: np.ndarray, alt_m: np.ndarray,
                     [-sl * co, -sl * so, cl],
                     [cl * co, cl * so, sl]])
     return d @ rot.T
-
-
-def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
-    """Rotation about z (radians, in (-pi, pi]) of a quaternion; need not be normalised."""
-    return math.atan2(2.0 * (w * z + x * y), w * w + x * x - y * y - z * z)
 
 
 def wrap_angle(angle: np.ndarray) -> np.ndarray:
@@ -210,11 +208,7 @@ def interpolate_poses(sample_ns: np.ndarray, samples: np.ndarray, query_ns: np.n
 
 def stamp_ns_of(msg: Any, receive_ns: int) -> int:
     """The header stamp of a message in integer ns, or ``receive_ns`` when it is zero."""
-    stamp = msg.header.stamp
-    sec = int(stamp.sec)
-    nsec = int(getattr(stamp, 'nanosec', getattr(stamp, 'nsec', 0)))
-    value = sec * 1_000_000_000 + nsec
-    return value if value != 0 else int(receive_ns)
+    return stamp_to_ns(msg.header.stamp, receive_ns)
 
 
 def pose_of(msg: Any, msgtype: str) -> tuple[float, float, float, float]:
@@ -553,15 +547,14 @@ class BagSource(FrameSource):
 
         kept = np.ones(stamps.size, bool)
         if self.keyframe_distance_m > 0 and pose_rows is not None:
-            last = 0
-            for i in range(1, stamps.size):
-                if segments[i] != segments[last]:
-                    last = i
-                    continue
-                step = math.hypot(pose_rows[i, 0] - pose_rows[last, 0],
-                                  pose_rows[i, 1] - pose_rows[last, 1])
-                if step >= self.keyframe_distance_m:
-                    last = i
+            path = PathLength()  # the same gating as the node: 3-D path since the keyframe
+            for i in range(stamps.size):
+                if i and segments[i] != segments[i - 1]:
+                    path.restart()
+                path.update(*pose_rows[i, :3])
+                if i == 0 or segments[i] != segments[i - 1] or \
+                        path.since_mark() >= self.keyframe_distance_m:
+                    path.mark()
                 else:
                     kept[i] = False
             self.num_skipped_keyframe = int((~kept).sum())
