@@ -55,7 +55,8 @@ def test_methods_and_windows_on_npy(tmp_path, capsys):
                  ['--method', 'seqmatch', '--slopes', '0.8', '1', '1.25']):
         report = tmp_path / 'r.json'
         assert main(['evaluate', '--map', str(out), str(tmp_path / 'q.npy'), '--gt',
-                     'same-index', '--report', str(report), '--no-progress', *args]) == 0
+                     'same-index', '--report', str(report), '--overwrite', '--no-progress',
+                     *args]) == 0
         recalls[' '.join(args)] = json.loads(report.read_text())['recall_at']['1']
     assert recalls['--method seqmatch --seq-len 5'] > recalls['--method single']
     assert recalls["--method seqmatch --window centred"] > recalls["--method single"]

@@ -81,5 +81,10 @@ def test_check_query_names_differences():
     refmap.check_query({'name': 'patchnorm', 'width': 64})
     with pytest.raises(MapError, match='width: map has 64, query has 32'):
         refmap.check_query({'name': 'patchnorm', 'width': 32})
-    with pytest.raises(MapError, match='name: map has .patchnorm., query has .jist-r18.'):
+    with pytest.raises(MapError, match='name: map has patchnorm, query has jist-r18') as err:
         refmap.check_query({'name': 'jist-r18', 'width': 64})
+    assert 'width' not in str(err.value)  # only the differing fields
+    # a key one side lacks and a None on the other are the same setting, not a difference
+    refmap.check_query({'name': 'patchnorm', 'width': 64, 'weights_sha256': None})
+    with pytest.raises(MapError, match=r'weights_sha256: map has none, query has ab12\. Use'):
+        refmap.check_query({'name': 'patchnorm', 'width': 64, 'weights_sha256': 'ab12'})

@@ -543,6 +543,76 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+ROS_PARAMETER_KEYS = ('preset', 'config_file', 'use_sim_time')
+"""Keys a node parameter file may hold under ``ros__parameters`` besides the schema."""
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A configuration file as read: the schema part, and the preset a node file names.
+
+    Attributes:
+        data: nested mapping of (part of) the schema.
+        preset: the ``preset`` parameter of a node parameter file ('' or None: none).
+        is_node_file: whether it was a ROS parameter file (``<node>: ros__parameters:``).
+    """
+
+    data: dict[str, Any]
+    preset: str | None = None
+    is_node_file: bool = False
+
+
+def read_config_file(path: str | Path) -> ConfigFile:
+    """Read a schema YAML file, or a node parameter file of ``vpr_seq_node``.
+
+    A node parameter file (``vpr_seq_node: ros__parameters: ...``, ``/**: ros__parameters:``,
+    or a namespaced node name) holds the schema under ``ros__parameters``, nested or with
+    dotted keys, plus the node's own ``preset``/``config_file``/``use_sim_time`` parameters.
+    So thresholds tuned offline with ``vpr-seq replay`` are exactly the node's file.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or a node file without a ``vpr_seq_node`` section.
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    sections = {k: v for k, v in raw.items()
+                if isinstance(v, Mapping) and 'ros__parameters' in v}
+    if not sections:
+        return ConfigFile(raw)
+    ours = [k for k in sections
+            if k == '/**' or str(k).rstrip('/').split('/')[-1] == 'vpr_seq_node']
+    if not ours:
+        raise ConfigError(f'{path} is a ROS parameter file without a vpr_seq_node or /** '
+                          f'section (it has {", ".join(map(str, sections))})')
+    params: dict[str, Any] = {}
+    for key in sorted(ours, key=lambda k: k != '/**'):  # the node's own section wins
+        params = merge(params, _nested(sections[key]['ros__parameters'] or {}))
+    preset = params.pop('preset', None)
+    config_file = params.pop('config_file', None)
+    params.pop('use_sim_time', None)
+    data: dict[str, Any] = {}
+    if config_file:
+        included = read_config_file(config_file)
+        data, preset = included.data, preset or included.preset
+    return ConfigFile(merge(data, params), str(preset) if preset else None, True)
+
+
+def _nested(params: Mapping[str, Any]) -> dict[str, Any]:
+    """ROS parameters may be nested or dotted (``matching.top_k: 5``): make them nested."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            name = f'{prefix}{key}'
+            if isinstance(value, Mapping):
+                walk(value, name + '.')
+            else:
+                flat[name] = value
+
+    walk(params, '')
+    return unflatten(flat)
+
+
 def preset_dict(name: str) -> dict[str, Any]:
     """The raw mapping of a named preset."""
     for d in preset_dirs():
@@ -553,28 +623,116 @@ def preset_dict(name: str) -> dict[str, Any]:
         f'unknown preset {name!r}; available presets: {", ".join(available_presets()) or "none"}')
 
 
-def load_config(preset: str | None = None, file: str | Path | None = None,
-                overrides: Mapping[str, Any] | None = None,
-                base: Mapping[str, Any] | None = None) -> Config:
-    """Resolve a configuration: defaults < base < preset < file < dotted overrides.
+LAYERS = ('default', 'map', 'preset', 'file', 'flags')
+"""Configuration layers, lowest first: each overrides the ones before it."""
 
-    Args:
-        base: a nested mapping applied first (e.g. the configuration a map was built with).
-        preset: name of a preset in ``config/presets``.
-        file: a YAML file with (part of) the nested schema.
-        overrides: dotted keys, e.g. ``{'sequence.length': 10}``; None values are ignored.
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A configuration and where each setting came from.
+
+    Attributes:
+        config: the resolved configuration.
+        origin: dotted key -> the layer that set it last (one of :data:`LAYERS`); keys not
+            listed keep the schema default.
+        preset: the preset applied, if any.
+        file: the configuration file applied, if any.
+    """
+
+    config: Config
+    origin: dict[str, str]
+    preset: str | None = None
+    file: str | None = None
+
+    def origin_of(self, key: str) -> str:
+        """The layer a dotted key (or any key under a dotted prefix) came from."""
+        if key in self.origin:
+            return self.origin[key]
+        under = [v for k, v in self.origin.items() if k.startswith(key + '.')]
+        return max(under, key=LAYERS.index) if under else 'default'
+
+    def from_map_only(self, prefix: str = '') -> list[str]:
+        """Dotted keys (under ``prefix``) whose value comes from the map's configuration."""
+        return sorted(k for k, v in self.origin.items()
+                      if v == 'map' and k.startswith(prefix))
+
+
+def _flat_keys(data: Mapping[str, Any], prefix: str = '') -> list[str]:
+    keys = []
+    for key, value in data.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, Mapping) and value:
+            keys.extend(_flat_keys(value, name + '.'))
+        else:
+            keys.append(name)
+    return keys
+
+
+def resolve_config(map_config: Mapping[str, Any] | None = None, preset: str | None = None,
+                   file: str | Path | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> ResolvedConfig:
+    """The one configuration resolution of the node, ``evaluate`` and ``replay``.
+
+    Layers, each overriding the last: schema defaults < ``map_config`` (what a map was built
+    with) < ``preset`` < ``file`` (schema YAML or a node parameter file, whose ``preset``
+    parameter applies when no preset is given) < ``overrides`` (dotted keys: command-line
+    flags or ROS parameters; None values are ignored).
 
     Raises:
         ConfigError: unknown preset or key, or an invalid value.
     """
-    data: dict[str, Any] = dict(base or {})
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if map_config:
+        layers.append(('map', dict(map_config)))
+    read = read_config_file(file) if file else None
+    preset = preset or (read.preset if read else None)
     if preset:
-        data = merge(data, preset_dict(preset))
-    if file:
-        data = merge(data, _read_yaml(Path(file)))
+        layers.append(('preset', preset_dict(preset)))
+    if read is not None:
+        layers.append(('file', read.data))
     if overrides:
-        data = merge(data, unflatten({k: v for k, v in overrides.items() if v is not None}))
-    return config_from_dict(data)
+        layers.append(('flags', unflatten({k: v for k, v in overrides.items()
+                                           if v is not None})))
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, layer in layers:
+        data = merge(data, layer)
+        origin.update({key: name for key in _flat_keys(layer)})
+    return ResolvedConfig(config_from_dict(data), origin, preset or None,
+                          str(file) if file else None)
+
+
+def load_config(preset: str | None = None, file: str | Path | None = None,
+                overrides: Mapping[str, Any] | None = None,
+                base: Mapping[str, Any] | None = None) -> Config:
+    """:func:`resolve_config` without the provenance: defaults < base < preset < file <
+    dotted overrides.
+
+    Raises:
+        ConfigError: unknown preset or key, or an invalid value.
+    """
+    return resolve_config(base, preset, file, overrides).config
+
+
+def field_type(key: str) -> Any:
+    """The declared type of a dotted schema key (e.g. ``int`` for ``sequence.length``).
+
+    Raises:
+        ConfigError: no such key.
+    """
+    cls: Any = Config
+    tp: Any = None
+    for part in key.split('.'):
+        hints = _field_types(cls) if _is_dataclass_type(cls) else {}
+        if part not in hints:
+            raise ConfigError(f'unknown configuration key {key}')
+        tp = cls = hints[part]
+    return tp
+
+
+def field_default(key: str) -> Any:
+    """The schema default of a dotted key."""
+    return flatten(Config())[key]
 
 
 def replace(cfg: Config, **dotted: Any) -> Config:

@@ -6,23 +6,28 @@ through an optional callback so that only entry points draw bars.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 
-from vpr_seq_ros.config import Config, to_dict
+from vpr_seq_ros import __version__
+from vpr_seq_ros.config import Config, ResolvedConfig, flatten, resolve_config, to_dict
+from vpr_seq_ros.config import replace as config_replace
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
-from vpr_seq_ros.errors import SourceError
+from vpr_seq_ros.errors import ConfigError, MapError, SourceError
 from vpr_seq_ros.evaluation import Metrics, compute_metrics, ground_truth, report_dict
 from vpr_seq_ros.matching import MatchOutput, match_runs
 from vpr_seq_ros.matching.seqgem import sequence_descriptors
 from vpr_seq_ros.matching.windows import check_length
-from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
-from vpr_seq_ros.sources import FrameSource, open_source
+from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, map_output_path, save_map
+from vpr_seq_ros.sources import BAG_SUFFIXES, FrameSource, open_source
 from vpr_seq_ros.types import EncodedRun
 
 log = logging.getLogger(__name__)
@@ -86,7 +91,7 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
 
 def build_map(source_path: str | Path, cfg: Config, out: str | Path,
               progress: Progress | None = None,
-              on_start: Callable[[int], None] | None = None) -> Path:
+              on_start: Callable[[int], None] | None = None, overwrite: bool = False) -> Path:
     """Build a reference map from a source and write it atomically.
 
     Args:
@@ -95,12 +100,21 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
         out: map path (``.npz``).
         progress: per-batch callback.
         on_start: called with the number of frames before encoding starts.
+        overwrite: replace an existing map (otherwise refused before any work).
 
     Returns:
-        The written map's path. Nothing is written when any step fails.
+        The written map's path (``.npz`` appended when missing). Nothing is written when any
+        step fails.
+
+    Raises:
+        MapError: the map exists and ``overwrite`` is false.
     """
+    out = map_output_path(out)
+    if out.exists() and not overwrite:
+        raise MapError(f'map {out} already exists; remove it or give --overwrite to replace it')
     source = open_source(source_path, cfg.source)
     encoder = build_encoder(cfg.encoder)
+    check_length(len(source), cfg.sequence.length, f'reference run {source_path}')
     if on_start:
         on_start(len(source))
     run = encode_run(source, encoder, cfg.encoder.batch_size, progress)
@@ -118,7 +132,7 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
         extra['geo_origin'] = [float(v) for v in origin]
     manifest = make_manifest(encoder.settings(), cfg.sequence.length, str(source_path),
                              cfg.map.dtype, len(run), run.descriptors.shape[1],
-                             config=to_dict(cfg), **extra)
+                             config=_stored_config(cfg), **extra)
     return save_map(ReferenceMap(run, manifest, seq), out)
 
 
@@ -128,10 +142,118 @@ def map_geo_origin(refmap: ReferenceMap) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in origin) if origin else None  # type: ignore[return-value]
 
 
+STORED_PATH_KEYS = ('encoder.weights', 'encoder.transform.weights')
+"""Files a map's configuration names; stored absolute so the map works from any folder."""
+
+
+def _stored_config(cfg: Config) -> dict[str, Any]:
+    data = to_dict(cfg)
+    for key in STORED_PATH_KEYS:
+        section = data
+        *parents, leaf = key.split('.')
+        for part in parents:
+            section = section[part]
+        if section.get(leaf):
+            section[leaf] = str(Path(section[leaf]).expanduser().resolve())
+    return data
+
+
 def map_config(refmap: ReferenceMap) -> dict[str, Any]:
-    """The configuration a map was built with (a nested dict), as evaluation's base layer."""
+    """The configuration a map was built with (a nested dict), as the base layer of the
+    node, ``evaluate`` and ``replay``. Relative file paths of older maps are taken relative
+    to the map's folder when the file is there."""
     stored = refmap.manifest.get('config')
-    return dict(stored) if isinstance(stored, dict) else {}
+    data = json.loads(json.dumps(stored)) if isinstance(stored, dict) else {}
+    folder = Path(str(refmap.manifest.get('path', '.'))).parent
+    for key in STORED_PATH_KEYS:
+        section = data
+        *parents, leaf = key.split('.')
+        for part in parents:
+            section = section.get(part, {}) if isinstance(section, dict) else {}
+        value = section.get(leaf) if isinstance(section, dict) else None
+        if value and not Path(value).is_absolute() and (folder / value).exists():
+            section[leaf] = str(folder / value)
+    data.get('source', {}).pop('poses', None)  # the map's own frame table, never a query's
+    return data
+
+
+def resolve_for_map(refmap: ReferenceMap | None, preset: str | None = None,
+                    file: str | Path | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> ResolvedConfig:
+    """The configuration of a run against a map: defaults < the map's configuration < preset
+    < file < overrides; the one resolution of the node, ``evaluate`` and ``replay``.
+
+    Raises:
+        ConfigError: an invalid setting, or a file named by the map's configuration (e.g. the
+            weights it was built with) that no longer exists and was not overridden.
+    """
+    resolved = resolve_config(map_config(refmap) if refmap is not None else None, preset,
+                              file, overrides)
+    for key in STORED_PATH_KEYS:
+        value = flatten(resolved.config).get(key)
+        if value and resolved.origin_of(key) == 'map' and not Path(value).exists():
+            flag = 'transform-weights' if 'transform' in key else 'weights'
+            launch = ' or the model launch argument' if key == 'encoder.weights' else ''
+            raise ConfigError(
+                f'the map was built with {key} = {value}, which does not exist here; give '
+                f'the file with the {key} setting (vpr-seq: --{flag}; ROS: the {key} '
+                f'parameter{launch})')
+    return resolved
+
+
+def manifest_digest(refmap: ReferenceMap) -> str:
+    """SHA-256 of a map's manifest (what made it), for reports."""
+    manifest = {k: v for k, v in refmap.manifest.items() if k != 'path'}
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def bag_topic_types(path: str | Path) -> dict[str, str] | None:
+    """Topic -> message type of a bag, or None when ``path`` is not a bag."""
+    path = Path(path)
+    if not (path.suffix in BAG_SUFFIXES or (path.is_dir() and (path / 'metadata.yaml').is_file())):
+        return None
+    from vpr_seq_ros.sources.bag import open_bag
+
+    reader = open_bag(path)
+    try:
+        return {topic: info.msgtype for topic, info in reader.topics.items()}
+    finally:
+        reader.close()
+
+
+def open_query_source(path: str | Path, cfg: Config, refmap: ReferenceMap | None,
+                      inherited: Collection[str] = ()) -> tuple[FrameSource, list[str]]:
+    """Open a query run against a map; settings inherited from the map apply only where the
+    query has them.
+
+    A pose topic (and keyframe spacing) that only the map's configuration names is dropped
+    when the query bag lacks it; the map's geodetic origin applies only to a NavSatFix query.
+
+    Returns:
+        The source and notes on what was not applied (for the user).
+    """
+    from vpr_seq_ros.sources.bag import NAVSATFIX
+
+    source_cfg = cfg.source
+    notes: list[str] = []
+    origin = map_geo_origin(refmap) if refmap is not None else None
+    topics = bag_topic_types(path)
+    if topics is None:
+        origin = None
+    else:
+        pose_topic = source_cfg.pose_topic
+        if pose_topic and pose_topic not in topics and 'source.pose_topic' in inherited:
+            notes.append(f"the map's pose topic {pose_topic} is not in the query bag: the query "
+                         'is read without poses')
+            source_cfg = dc_replace(source_cfg, pose_topic=None)
+            if source_cfg.keyframe_distance_m > 0 and \
+                    'source.keyframe_distance_m' in inherited:
+                notes.append(f"the map's keyframe spacing {source_cfg.keyframe_distance_m} m "
+                             'needs poses: every query frame is kept')
+                source_cfg = dc_replace(source_cfg, keyframe_distance_m=0.0)
+        if topics.get(source_cfg.pose_topic or '') != NAVSATFIX:
+            origin = None
+    return open_source(path, source_cfg, origin), notes
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,53 +267,93 @@ class Evaluation:
     report: dict[str, Any]
 
 
+def evaluation_k(cfg: Config) -> int:
+    """Candidates needed per query: ``top_k``, or the largest K of Recall@K if larger."""
+    return max(cfg.matching.top_k, max(cfg.evaluation.recall_at))
+
+
+def ground_truth_text(cfg: Config, origin: str = 'default') -> str:
+    """One line saying which ground truth is used and where that setting came from."""
+    ev = cfg.evaluation
+    text = (f'same-index +-{ev.tolerance_frames} frames' if ev.gt == 'same-index'
+            else f'radius {ev.radius_m:g} m')
+    return f'ground truth: {text} ({"the default" if origin == "default" else origin})'
+
+
 def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
                      seqgem_p: float | None = None, keep_matrix: bool | None = None,
                      context: dict[str, Any] | None = None) -> Evaluation:
-    """Match an encoded query run against a map and score it."""
+    """Match an encoded query run against a map and score it.
+
+    Recall@K is computed from :func:`evaluation_k` candidates, so it is right for every K
+    whatever ``matching.top_k``; ``output.matches`` keeps those candidates (use
+    ``.top(cfg.matching.top_k)`` for what the node would publish).
+    """
     if keep_matrix is None:
         keep_matrix = len(refmap) * len(query) <= MAX_PLOT_MATRIX
+    k = evaluation_k(cfg)
+    wide = cfg if k == cfg.matching.top_k else \
+        config_replace(cfg, **{'matching.top_k': k})
     started = time.perf_counter()
-    output = match_runs(refmap.run, query, cfg, seqgem_p, keep_matrix)
+    output = match_runs(refmap.run, query, wide, seqgem_p, keep_matrix)
     match_s = time.perf_counter() - started
     positives = ground_truth(refmap.run, query, cfg.evaluation, output.ref_valid)
     metrics = compute_metrics(output.matches, positives, cfg.evaluation.recall_at)
-    gt: dict[str, Any] = {'type': cfg.evaluation.gt}
-    if cfg.evaluation.gt == 'same-index':
-        gt['tolerance_frames'] = cfg.evaluation.tolerance_frames
-    else:
-        gt['radius_m'] = cfg.evaluation.radius_m
     report = report_dict(
         metrics, method=cfg.matching.method,
         seq_len=1 if cfg.matching.method == 'single' else cfg.sequence.length,
-        window=cfg.sequence.window, ground_truth=gt, top_k=cfg.matching.top_k,
+        window=cfg.sequence.window, ground_truth=ground_truth_dict(cfg),
+        top_k=cfg.matching.top_k, config=to_dict(cfg), version=__version__,
+        map_manifest_sha256=manifest_digest(refmap),
         num_reference_frames=len(refmap), match_seconds=round(match_s, 4),
         **(context or {}))
     return Evaluation(metrics, output, positives, query, report)
 
 
+def ground_truth_dict(cfg: Config) -> dict[str, Any]:
+    """The ground truth settings, for reports."""
+    gt: dict[str, Any] = {'type': cfg.evaluation.gt}
+    if cfg.evaluation.gt == 'same-index':
+        gt['tolerance_frames'] = cfg.evaluation.tolerance_frames
+    else:
+        gt['radius_m'] = cfg.evaluation.radius_m
+    return gt
+
+
 def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Config,
              progress: Progress | None = None,
-             on_start: Callable[[int], None] | None = None) -> Evaluation:
+             on_start: Callable[[int], None] | None = None,
+             inherited: Collection[str] = (),
+             notes: list[str] | None = None) -> Evaluation:
     """Encode a query run, match it against a map, and score it.
+
+    Everything that can be checked before encoding is: the encoder settings against the
+    map's, and the query's length against the sequence length.
+
+    Args:
+        inherited: dotted keys whose values come only from the map's configuration (see
+            :func:`open_query_source`).
+        notes: receives notes on inherited settings that did not apply to this query.
 
     Raises:
         MapError: the map is missing, corrupt, or was encoded differently.
         SourceError: the query cannot be read.
         MatchingError: a run shorter than the sequence length.
     """
-    map_path = refmap if not isinstance(refmap, ReferenceMap) else \
-        refmap.manifest.get('path', '')
     if not isinstance(refmap, ReferenceMap):
         refmap = load_map(refmap)
+    map_path = refmap.manifest.get('path', '')
     encoder = build_encoder(cfg.encoder)
-    source = open_source(query_path, cfg.source, map_geo_origin(refmap))
+    refmap.check_query(encoder.settings())
+    source, source_notes = open_query_source(query_path, cfg, refmap, inherited)
+    if notes is not None:
+        notes.extend(source_notes)
+    check_length(len(source), cfg.sequence.length, f'query run {query_path}')
     if on_start:
         on_start(len(source))
     started = time.perf_counter()
     query = encode_run(source, encoder, cfg.encoder.batch_size, progress)
     encode_s = time.perf_counter() - started
-    refmap.check_query(encoder.settings())
     return evaluate_encoded(
         refmap, query, cfg, encoder.seqgem_p,
         context={'map': str(map_path), 'query': str(query_path),
@@ -199,4 +361,5 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
                  'encode_ms_per_frame': round(1000 * encode_s / max(len(query), 1), 3)})
 
 
-__all__ = ['build_map', 'encode_run', 'evaluate', 'evaluate_encoded', 'Evaluation', 'map_config']
+__all__ = ['build_map', 'encode_run', 'evaluate', 'evaluate_encoded', 'evaluation_k', 'Evaluation',
+           'map_config', 'open_query_source', 'resolve_for_map']

@@ -67,20 +67,24 @@ class ReferenceMap:
 
 
 def _diff(expected: Any, actual: Any, prefix: str = '') -> list[str]:
+    """Readable differences of two settings trees; a missing key and None are the same."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         out = []
         for key in sorted(set(expected) | set(actual)):
-            name = f'{prefix}{key}'
-            if key not in actual:
-                out.append(f'{name}: map has {expected[key]!r}, query has none')
-            elif key not in expected:
-                out.append(f'{name}: map has none, query has {actual[key]!r}')
-            else:
-                out.extend(_diff(expected[key], actual[key], name + '.'))
+            out.extend(_diff(expected.get(key), actual.get(key), f'{prefix}{key}.'))
         return out
     if _normalise(expected) != _normalise(actual):
-        return [f'{prefix.rstrip(".")}: map has {expected!r}, query has {actual!r}']
+        return [f'{prefix.rstrip(".")}: map has {_show(expected)}, query has '
+                f'{_show(actual)}']
     return []
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return 'none'
+    if isinstance(value, dict):
+        return '{' + ', '.join(f'{k}: {_show(v)}' for k, v in value.items()) + '}'
+    return str(value)
 
 
 def _normalise(value: Any) -> Any:
@@ -104,15 +108,36 @@ def make_manifest(encoder_settings: dict[str, Any], sequence_length: int, source
     }
 
 
+def map_output_path(path: str | Path) -> Path:
+    """The file a map is written to: ``.npz`` is appended when missing."""
+    path = Path(path)
+    return path if path.suffix == '.npz' else path.with_name(path.name + '.npz')
+
+
+def resolve_map_path(path: str | Path) -> Path:
+    """The map file a user means: the path as given, or with ``.npz`` appended (the name
+    ``build-map -o NAME`` was given works everywhere).
+
+    Raises:
+        MapError: neither exists.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    written = map_output_path(path)
+    if written.is_file():
+        return written
+    also = f' (nor {written})' if written != path else ''
+    raise MapError(f'map file {path} does not exist{also}; build one with `vpr-seq build-map`')
+
+
 def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
     """Write a map atomically; returns the path (``.npz`` is appended if missing).
 
     Raises:
         MapError: the folder cannot be written.
     """
-    path = Path(path)
-    if path.suffix != '.npz':
-        path = path.with_name(path.name + '.npz')
+    path = map_output_path(path)
     run = refmap.run
     dtype = np.float16 if refmap.manifest.get('dtype') == 'float16' else np.float32
     arrays: dict[str, np.ndarray] = {
@@ -140,9 +165,7 @@ def load_map(path: str | Path) -> ReferenceMap:
     Raises:
         MapError: missing or corrupt file, or another format or format version.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MapError(f'map file {path} does not exist; build one with `vpr-seq build-map`')
+    path = resolve_map_path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}

@@ -91,3 +91,12 @@ class Matches:
     ref_indices: np.ndarray
     distances: np.ndarray
     valid: np.ndarray
+
+    @property
+    def k(self) -> int:
+        """Candidates per query."""
+        return int(self.ref_indices.shape[1])
+
+    def top(self, k: int) -> Matches:
+        """The best ``k`` candidates of every query (all of them when there are fewer)."""
+        return Matches(self.ref_indices[:, :k], self.distances[:, :k], self.valid)

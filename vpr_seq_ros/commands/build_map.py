@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
-                                         add_source_options,
-                                         LazyProgress, add_matching_options, config_from_args)
+from vpr_seq_ros.commands.common import (ENCODER_FLAGS, MATCHING_FLAGS, SOURCE_FLAGS,
+                                         SOURCE_HELP, LazyProgress, add_config_options,
+                                         add_flags, add_overwrite_option, config_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,18 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         'build-map', help='build a reference map from a mapping run',
         description='Encode every frame of a mapping run once and write a reference map (.npz): '
         'frame descriptors, stamps, poses, segment ids and a manifest of what made them. The '
-        'file is written atomically; on any error no map file is left behind.')
-    parser.add_argument('source', metavar='SOURCE',
-                        help='image folder (frames sorted by file name; optional frames.csv '
-                        'with name,stamp_ns,x,y,z,yaw,segment) or an (N, D) .npy descriptor file')
+        'file is written atomically; on any error no map file is left behind, and an existing '
+        'map is never replaced without --overwrite.')
+    parser.add_argument('source', metavar='SOURCE', help=SOURCE_HELP)
     parser.add_argument('-o', '--output', required=True, metavar='MAP',
-                        help='map file to write (.npz is appended if missing)')
+                        help='map file to write (.npz is appended if missing; later commands '
+                        'accept the name with or without it)')
     add_config_options(parser)
-    add_source_options(parser)
-    add_encoder_options(parser)
-    add_matching_options(parser)
-    parser.add_argument('--map-dtype', choices=('float32', 'float16'),
-                        help='storage type of the descriptors (float16 halves the size)')
+    add_flags(parser, SOURCE_FLAGS, 'source')
+    add_flags(parser, ENCODER_FLAGS, 'frame encoder')
+    add_flags(parser, MATCHING_FLAGS + ('map-dtype',), 'matching and storage')
+    add_overwrite_option(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
 
@@ -33,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vpr_seq_ros.pipeline import build_map
 
-    cfg = config_from_args(args, {'map.dtype': args.map_dtype})
+    cfg = config_from_args(args)
     with LazyProgress('encoding', not args.no_progress) as bar:
-        path = build_map(args.source, cfg, args.output,
-                         progress=bar.update, on_start=bar.start)
+        path = build_map(args.source, cfg, args.output, progress=bar.update,
+                         on_start=bar.start, overwrite=args.overwrite)
     print(f'map written: {path} (encoder {cfg.encoder.name}, L={cfg.sequence.length})')
     return 0
