@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def ground_truth(ref: EncodedRun, query: EncodedRun, cfg: EvaluationConfig,
-                 ref_valid: np.ndarray | None = None) -> list[np.ndarray]:
+                 ref_valid: np.ndarray | None = None,
+                 query_frame_index: np.ndarray | None = None) -> list[np.ndarray]:
     """Positive reference anchors of every query anchor.
 
     Args:
@@ -34,6 +35,9 @@ def ground_truth(ref: EncodedRun, query: EncodedRun, cfg: EvaluationConfig,
         query: query run (poses needed for ``radius``).
         cfg: ``same-index`` with ``tolerance_frames``, or ``radius`` with ``radius_m``.
         ref_valid: ``(N,)`` reference anchors that can be predicted (have a window).
+        query_frame_index: ``(M,)`` the frame index in its run of each query row, for
+            ``same-index`` when the rows are a subset of the run (e.g. keyframes); default
+            ``0 .. M-1``.
 
     Returns:
         One sorted int64 array per query frame.
@@ -45,8 +49,9 @@ def ground_truth(ref: EncodedRun, query: EncodedRun, cfg: EvaluationConfig,
     ref_valid = np.ones(n, bool) if ref_valid is None else np.asarray(ref_valid, bool)
     if cfg.gt == 'same-index':
         tol = cfg.tolerance_frames
+        index = np.arange(m) if query_frame_index is None else np.asarray(query_frame_index)
         out = []
-        for j in range(m):
+        for j in index:
             cand = np.arange(max(0, j - tol), min(n, j + tol + 1))
             out.append(cand[ref_valid[cand]].astype(np.int64))
         return out

@@ -18,7 +18,8 @@ from typing import Any, Callable, Collection, Mapping
 import numpy as np
 
 from vpr_seq_ros import __version__
-from vpr_seq_ros.config import Config, ResolvedConfig, flatten, resolve_config, to_dict
+from vpr_seq_ros.config import (Config, ResolvedConfig, SourceConfig, flatten, resolve_config,
+                                to_dict)
 from vpr_seq_ros.config import replace as config_replace
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError, SourceError
@@ -174,6 +175,7 @@ def map_config(refmap: ReferenceMap) -> dict[str, Any]:
         if value and not Path(value).is_absolute() and (folder / value).exists():
             section[leaf] = str(folder / value)
     data.get('source', {}).pop('poses', None)  # the map's own frame table, never a query's
+    data.pop('evaluation', None)  # ground truth is a property of the query, not of the map
     return data
 
 
@@ -221,16 +223,18 @@ def bag_topic_types(path: str | Path) -> dict[str, str] | None:
         reader.close()
 
 
-def open_query_source(path: str | Path, cfg: Config, refmap: ReferenceMap | None,
-                      inherited: Collection[str] = ()) -> tuple[FrameSource, list[str]]:
-    """Open a query run against a map; settings inherited from the map apply only where the
-    query has them.
+def query_source_config(path: str | Path, cfg: Config, refmap: ReferenceMap | None,
+                        inherited: Collection[str] = ()
+                        ) -> tuple[SourceConfig, tuple[float, float, float] | None, list[str]]:
+    """How to read a query run against a map; settings inherited from the map apply only
+    where the query has them.
 
     A pose topic (and keyframe spacing) that only the map's configuration names is dropped
     when the query bag lacks it; the map's geodetic origin applies only to a NavSatFix query.
 
     Returns:
-        The source and notes on what was not applied (for the user).
+        The source settings, the geodetic origin to use (or None), and notes on what was not
+        applied (for the user).
     """
     from vpr_seq_ros.sources.bag import NAVSATFIX
 
@@ -239,20 +243,29 @@ def open_query_source(path: str | Path, cfg: Config, refmap: ReferenceMap | None
     origin = map_geo_origin(refmap) if refmap is not None else None
     topics = bag_topic_types(path)
     if topics is None:
+        return source_cfg, None, notes
+    pose_topic = source_cfg.pose_topic
+    if pose_topic and pose_topic not in topics and 'source.pose_topic' in inherited:
+        notes.append(f"the map's pose topic {pose_topic} is not in the query bag: the query is "
+                     'read without poses')
+        source_cfg = dc_replace(source_cfg, pose_topic=None)
+        if source_cfg.keyframe_distance_m > 0 and 'source.keyframe_distance_m' in inherited:
+            notes.append(f"the map's keyframe spacing {source_cfg.keyframe_distance_m:g} m "
+                         'needs poses: every query frame is kept')
+            source_cfg = dc_replace(source_cfg, keyframe_distance_m=0.0)
+    if topics.get(source_cfg.pose_topic or '') != NAVSATFIX:
         origin = None
-    else:
-        pose_topic = source_cfg.pose_topic
-        if pose_topic and pose_topic not in topics and 'source.pose_topic' in inherited:
-            notes.append(f"the map's pose topic {pose_topic} is not in the query bag: the query "
-                         'is read without poses')
-            source_cfg = dc_replace(source_cfg, pose_topic=None)
-            if source_cfg.keyframe_distance_m > 0 and \
-                    'source.keyframe_distance_m' in inherited:
-                notes.append(f"the map's keyframe spacing {source_cfg.keyframe_distance_m} m "
-                             'needs poses: every query frame is kept')
-                source_cfg = dc_replace(source_cfg, keyframe_distance_m=0.0)
-        if topics.get(source_cfg.pose_topic or '') != NAVSATFIX:
-            origin = None
+    return source_cfg, origin, notes
+
+
+def open_query_source(path: str | Path, cfg: Config, refmap: ReferenceMap | None,
+                      inherited: Collection[str] = ()) -> tuple[FrameSource, list[str]]:
+    """Open a query run against a map (see :func:`query_source_config`).
+
+    Returns:
+        The source and notes on inherited settings that were not applied.
+    """
+    source_cfg, origin, notes = query_source_config(path, cfg, refmap, inherited)
     return open_source(path, source_cfg, origin), notes
 
 
@@ -277,7 +290,9 @@ def ground_truth_text(cfg: Config, origin: str = 'default') -> str:
     ev = cfg.evaluation
     text = (f'same-index +-{ev.tolerance_frames} frames' if ev.gt == 'same-index'
             else f'radius {ev.radius_m:g} m')
-    return f'ground truth: {text} ({"the default" if origin == "default" else origin})'
+    hint = '; set --gt, --tolerance-frames or --radius-m' if origin == 'default' else ''
+    where = 'the defaults' if origin == 'default' else origin
+    return f'ground truth: {text} (from {where}{hint})'
 
 
 def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
@@ -362,4 +377,4 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
 
 
 __all__ = ['build_map', 'encode_run', 'evaluate', 'evaluate_encoded', 'evaluation_k', 'Evaluation',
-           'map_config', 'open_query_source', 'resolve_for_map']
+           'map_config', 'open_query_source', 'query_source_config', 'resolve_for_map']
