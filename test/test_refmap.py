@@ -88,3 +88,34 @@ def test_check_query_names_differences():
     refmap.check_query({'name': 'patchnorm', 'width': 64, 'weights_sha256': None})
     with pytest.raises(MapError, match=r'weights_sha256: map has none, query has ab12\. Use'):
         refmap.check_query({'name': 'patchnorm', 'width': 64, 'weights_sha256': 'ab12'})
+
+
+def test_descriptors_are_memory_mapped_not_read(tmp_path):
+    original = small_map('float16')
+    path = save_map(original, tmp_path / 'm')
+    lazy = load_map(path, keep_float16=True)
+    desc = lazy.run.descriptors
+    assert desc.dtype == np.float16 and isinstance(desc, np.memmap) and desc.mode == 'r'
+    np.testing.assert_array_equal(desc, original.run.descriptors.astype(np.float16))
+    with pytest.raises(ValueError):  # read-only: the map file is never written through it
+        desc[0, 0] = 1
+    assert load_map(path).run.descriptors.dtype == np.float32  # converted unless asked
+    f32 = save_map(small_map('float32'), tmp_path / 'f32')
+    assert isinstance(load_map(f32).run.descriptors, np.memmap)
+
+
+def test_compressed_and_truncated_files(tmp_path):
+    original = small_map()
+    path = save_map(original, tmp_path / 'm')
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez_compressed(tmp_path / 'c.npz', **arrays)  # e.g. recompressed by a user
+    np.testing.assert_array_equal(load_map(tmp_path / 'c.npz').run.descriptors,
+                                  original.run.descriptors)
+    raw = path.read_bytes()
+    (tmp_path / 't.npz').write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(MapError, match='corrupt or not a map'):
+        load_map(tmp_path / 't.npz')
+    (tmp_path / 'x.npz').write_bytes(b'not a zip at all')
+    with pytest.raises(MapError, match='corrupt or not a map'):
+        load_map(tmp_path / 'x.npz')

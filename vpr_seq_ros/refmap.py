@@ -159,24 +159,71 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
     return path
 
 
-def load_map(path: str | Path) -> ReferenceMap:
-    """Read a map written by :func:`save_map`.
+def _npz_members(path: Path) -> dict[str, Any]:
+    """Every array of an ``.npz``: uncompressed members memory-mapped in place (read-only, so
+    nothing is read until it is touched), compressed ones read.
+
+    ``np.savez`` stores members uncompressed, each an ``.npy`` file inside the zip; the data of
+    such a member is a contiguous byte range of the file, which ``np.memmap`` maps.
+    """
+    out: dict[str, Any] = {}
+    with zipfile.ZipFile(path) as archive, open(path, 'rb') as raw:
+        for info in archive.infolist():
+            name = info.filename[:-4] if info.filename.endswith('.npy') else info.filename
+            if info.compress_type != zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            if local[:4] != b'PK\x03\x04':
+                raise ValueError(f'bad zip member header for {info.filename}')
+            name_len = int.from_bytes(local[26:28], 'little')
+            extra_len = int.from_bytes(local[28:30], 'little')
+            raw.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(raw)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(raw)
+            if dtype.hasobject:
+                raise ValueError(f'{info.filename} holds Python objects')
+            offset = raw.tell()
+            count = int(np.prod(shape)) if shape else 1
+            if count == 0 or dtype.itemsize == 0:
+                out[name] = np.zeros(shape, dtype)
+                continue
+            if offset + count * dtype.itemsize > info.header_offset + 30 + name_len + \
+                    extra_len + info.file_size:
+                raise ValueError(f'{info.filename} is truncated')
+            out[name] = np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=shape,
+                                  order='F' if fortran else 'C')
+    return out
+
+
+def load_map(path: str | Path, keep_float16: bool = False) -> ReferenceMap:
+    """Read a map written by :func:`save_map`, without reading its descriptors.
+
+    The descriptors (and any stored sequence descriptors) are memory-mapped read-only: start-up
+    time does not depend on the map's size, memory grows only with what is touched, and the
+    map file is never opened for writing. A ``float16`` map is converted to ``float32`` in
+    memory unless ``keep_float16`` (for matchers that read float16 in blocks).
 
     Raises:
         MapError: missing or corrupt file, or another format or format version.
     """
     path = resolve_map_path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        arrays = _npz_members(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise MapError(f'map file {path} is corrupt or not a map: {err}') from err
+        raise MapError(f'map file {path} is corrupt or not a map: {err}; rebuild it with '
+                       '`vpr-seq build-map`') from err
     try:
-        manifest = json.loads(arrays['manifest'].tobytes().decode())
+        manifest = json.loads(np.asarray(arrays['manifest']).tobytes().decode())
     except (KeyError, ValueError, UnicodeDecodeError) as err:
         raise MapError(f'map file {path} has no readable manifest') from err
-    if manifest.get('format') != MAP_FORMAT:
-        raise MapError(f'{path} is not a vpr_seq_ros map (format {manifest.get("format")!r})')
+    if not isinstance(manifest, dict) or manifest.get('format') != MAP_FORMAT:
+        found = manifest.get('format') if isinstance(manifest, dict) else None
+        raise MapError(f'{path} is not a vpr_seq_ros map (format {found!r})')
     version = manifest.get('format_version')
     if version != MAP_FORMAT_VERSION:
         raise MapError(f'map {path} has format version {version}; this vpr_seq_ros reads '
@@ -185,15 +232,24 @@ def load_map(path: str | Path) -> ReferenceMap:
     missing = [k for k in required if k not in arrays]
     if missing:
         raise MapError(f'map file {path} lacks {", ".join(missing)}')
-    descriptors = arrays['descriptors'].astype(np.float32)
+
+    def floats(array: np.ndarray) -> np.ndarray:
+        if array.dtype == np.float32 or (keep_float16 and array.dtype == np.float16):
+            return array
+        return np.asarray(array, dtype=np.float32)
+
+    descriptors = floats(arrays['descriptors'])
+    if descriptors.ndim != 2:
+        raise MapError(f'map file {path} is inconsistent: descriptors are not a 2-D array')
     n = descriptors.shape[0]
     poses = arrays.get('poses')
+    poses = None if poses is None else np.array(poses, dtype=np.float64)
     names = tuple(str(x) for x in arrays['names']) if 'names' in arrays else ()
     if len(arrays['stamps_ns']) != n or len(arrays['segments']) != n or \
             (poses is not None and len(poses) != n) or (names and len(names) != n):
         raise MapError(f'map file {path} is inconsistent: arrays of different lengths')
     seq = arrays.get('sequence_descriptors')
-    run = EncodedRun(descriptors, arrays['stamps_ns'].astype(np.int64), poses,
-                     arrays['segments'].astype(np.int64), names)
+    run = EncodedRun(descriptors, np.array(arrays['stamps_ns'], dtype=np.int64), poses,
+                     np.array(arrays['segments'], dtype=np.int64), names)
     manifest['path'] = str(path)
-    return ReferenceMap(run, manifest, None if seq is None else seq.astype(np.float32))
+    return ReferenceMap(run, manifest, None if seq is None else floats(seq))
