@@ -55,10 +55,16 @@ class ReferenceMap:
     def check_query(self, encoder_settings: dict[str, Any]) -> None:
         """Refuse a query whose encoder settings differ from the map's.
 
+        Precision and its parity figures are recorded but not compared (the rule is in
+        :mod:`vpr_seq_ros.encoders.base`).
+
         Raises:
             MapError: naming every differing setting with both values.
         """
-        differences = _diff(self.encoder_settings, encoder_settings)
+        from vpr_seq_ros.encoders.base import comparable_settings
+
+        differences = _diff(comparable_settings(self.encoder_settings),
+                            comparable_settings(encoder_settings))
         if differences:
             raise MapError(
                 'the query is encoded differently from the map: ' + '; '.join(differences) +

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from vpr_seq_ros.config import (DEVICES, DISTANCES, ENCODERS, GROUND_TRUTHS, MAP_DTYPES, METHODS,
-                                NODE_MODES, RUNTIMES, TRANSFORMS, WINDOWS, Config,
+from vpr_seq_ros.config import (DEVICES, DISTANCES, GROUND_TRUTHS, MAP_DTYPES, METHODS,
+                                NODE_MODES, PRECISIONS, RUNTIMES, WINDOWS, Config,
                                 ResolvedConfig, available_presets, field_default, field_type,
                                 resolve_config)
+from vpr_seq_ros.encoders.registry import encoder_names, transform_names
 from vpr_seq_ros.errors import ConfigError
 
 
@@ -32,10 +33,11 @@ class Flag:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    'encoder.name': ENCODERS,
+    'encoder.name': encoder_names(),
     'encoder.runtime': RUNTIMES,
     'encoder.device': DEVICES,
-    'encoder.transform.name': TRANSFORMS,
+    'encoder.precision': PRECISIONS,
+    'encoder.transform.name': ('none', *transform_names()),
     'sequence.window': WINDOWS,
     'matching.method': METHODS,
     'matching.distance': DISTANCES,
@@ -69,6 +71,9 @@ FLAGS: dict[str, Flag] = {
     'runtime': Flag('encoder.runtime', 'inference runtime for learnt encoders'),
     'device': Flag('encoder.device', 'torch device for learnt encoders'),
     'batch-size': Flag('encoder.batch_size', 'frames per encoder call', 'N'),
+    'precision': Flag('encoder.precision', 'numeric precision of a learnt encoder: fp32, bf16 '
+                      '(torch), fp16 (torch on CUDA), int8 (onnx card exported with int8), auto '
+                      '(the fastest path here whose descriptors agree with fp32)'),
     'transform': Flag('encoder.transform.name', 'learnt transform after the frame encoder '
                       '(SeqMatchNet y = L2norm(Wx + b))'),
     'transform-weights': Flag('encoder.transform.weights', 'checkpoint of the transform '
@@ -202,8 +207,8 @@ SOURCE_HELP = ('a run: an image folder (frames sorted by file name; optional fra
 """Help text of a run argument: every kind of source."""
 
 SOURCE_FLAGS = ('rate-hz', 'poses', 'image-topic', 'pose-topic', 'keyframe-distance-m')
-ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'batch-size',
-                 'transform', 'transform-weights')
+ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'precision',
+                 'batch-size', 'transform', 'transform-weights')
 MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k')
 SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'seqgem-p')
 GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at')
