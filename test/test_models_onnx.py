@@ -77,7 +77,7 @@ def test_card_and_runtime_mismatches_are_errors(exported: tuple[Path, Path],
         build_encoder(_cfg(weights, 'onnx'))
     with pytest.raises(ModelError, match='is an ONNX model card; use it with the onnx runtime'):
         build_encoder(_cfg(card, 'torch'))
-    with pytest.raises(ModelError, match='needs the model card .yaml written by vpr-seq export-onnx'):
+    with pytest.raises(ModelError, match='needs the model card .yaml written by vpr-seq'):
         build_encoder(EncoderConfig(name='jist-r18', runtime='onnx', random_init=True))
     with pytest.raises(ConfigError, match='fp16 runs on the torch runtime'):
         build_encoder(_cfg(card, 'onnx', precision='fp16'))

@@ -129,7 +129,7 @@ class ExportModel:
     seqgem_p: float | None = None
 
 
-class StagePlugin(ABC):
+class StagePlugin(ABC):  # noqa: B024 - a base with defaults; subclasses add abstract build
     """What encoder and transform plugins share: a name and the checkpoints they load.
 
     Attributes:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from vpr_seq_ros.encoders.base import file_sha256
-from vpr_seq_ros.encoders.jist import LAYOUT_COSPLACE, LAYOUT_JIST, LAYOUT_TORCHVISION
+from vpr_seq_ros.encoders.jist import LAYOUT_COSPLACE, LAYOUT_JIST
 from vpr_seq_ros.encoders.registry import all_plugins
 from vpr_seq_ros.errors import ModelError
 from vpr_seq_ros.models.jist import JistNet, init_head_identity, new_jist_net
