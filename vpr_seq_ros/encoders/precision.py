@@ -16,7 +16,7 @@
 the calibration frames are compared with fp32 ones: the cosine of every frame's two descriptors
 must be >= 0.999 (the minimum is reported), and every frame's nearest other calibration frame
 (Euclidean) must be the same. A path that fails is refused, naming the failed check.
-Calibration frames are the first ``encoder.calibration_frames`` frames of
+Calibration frames are ``encoder.calibration_frames`` frames evenly spread over
 ``encoder.calibration`` (an image folder or bag of the user's run), or seeded synthetic images.
 """
 
@@ -185,7 +185,8 @@ class ParityReport:
         if not self.passed:
             raise ModelError(
                 f'encoder precision {self.precision} failed its parity check against fp32 on '
-                f'{self.frames} calibration frames: {"; ".join(self.failures())}. Use '
+                f'{self.frames} calibration frames: {"; ".join(self.failures())} (min cosine '
+                f'{self.min_cosine:.5f}, max abs difference {self.max_abs_diff:.2e}). Use '
                 'precision fp32 (or auto, which falls back to it), or calibrate on frames of '
                 'your own run (encoder.calibration)')
 
@@ -247,7 +248,7 @@ def calibration_frames(cfg: EncoderConfig) -> tuple[list[np.ndarray], str]:
     """The calibration frames of a configuration and where they come from.
 
     Returns:
-        (the first ``cfg.calibration_frames`` frames of ``cfg.calibration``, or seeded
+        (``cfg.calibration_frames`` frames evenly spread over ``cfg.calibration``, or seeded
         synthetic images; a description of the source for logs and cards).
 
     Raises:
@@ -264,13 +265,17 @@ def calibration_frames(cfg: EncoderConfig) -> tuple[list[np.ndarray], str]:
     if source.input_kind != 'image':
         raise ConfigError(f'encoder.calibration {cfg.calibration} holds descriptors; give an '
                           'image folder or bag of your own run')
+    # Spread over the run: neighbouring frames are near-duplicates, whose top-1 order says
+    # nothing about the descriptors.
+    total = len(source)
+    wanted = set(np.linspace(0, max(total - 1, 0), min(count, total)).round().astype(int))
     frames = []
-    for frame in source:
-        if frame.image is not None:
+    for index, frame in enumerate(source):
+        if index in wanted and frame.image is not None:
             frames.append(frame.image)
-        if len(frames) >= count:
+        if index >= max(wanted, default=0):
             break
-    return frames, f'the first {len(frames)} frames of {cfg.calibration}'
+    return frames, f'{len(frames)} frames spread over {cfg.calibration}'
 
 
 def _timed_encode(encoder: FrameEncoder, frames: Sequence[np.ndarray]) -> tuple[float, np.ndarray]:

@@ -11,8 +11,8 @@ writes. The exported graph is the whole frame encoder **including its input norm
   Linear, L2Norm;
 - output ``descriptors``: ``(batch, D)`` float32.
 
-With ``precision: int8`` a statically quantised copy (``<name>.int8.onnx``, QDQ format, per-channel
-int8 weights, uint8 activations) is written next to the fp32 graph, calibrated on the frames
+With ``precision: int8`` a statically quantised copy (``<name>.int8.onnx``, QDQ format,
+convolutions with per-channel int8 weights and uint8 activations) is written next to the fp32 graph, calibrated on the frames
 of ``encoder.calibration`` (the user's own run), and admitted only if it passes the parity gate
 of :mod:`vpr_seq_ros.encoders.precision` against the fp32 graph on those frames.
 
@@ -53,8 +53,10 @@ OUTPUT_NAME = 'descriptors'
 INPUT_DTYPE = 'uint8'
 PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = 3
-INT8_OPS = ('Conv', 'Gemm', 'MatMul')
-"""Operators quantised to int8; normalisations and pooling exponents stay in float."""
+INT8_OPS = ('Conv',)
+"""Operators quantised to int8: the convolutions (nearly all the compute). The head (GeM,
+Linear, normalisations) stays in float: quantising its output costs descriptor accuracy and
+saves almost no time."""
 
 
 @dataclass(frozen=True)
@@ -324,7 +326,7 @@ def _quantise_int8(plugin: Any, cfg: EncoderConfig, fp32_path: Path, out: Path, 
         ModelError: quantisation fails, or the parity check against fp32 fails.
     """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quantize_static)
+                                          QuantType, quant_pre_process, quantize_static)
 
     from vpr_seq_ros.encoders.precision import calibration_frames, check_parity
 
@@ -339,22 +341,47 @@ def _quantise_int8(plugin: Any, cfg: EncoderConfig, fp32_path: Path, out: Path, 
             batch = next(self._items, None)
             return None if batch is None else {INPUT_NAME: batch}
 
-    try:
-        quantize_static(str(fp32_path), str(out), _Reader(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(INT8_OPS), per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-    except Exception as err:  # noqa: BLE001 - the quantiser raises many types
-        raise ModelError(f'int8 quantisation failed: {err}') from err
     images = np.concatenate(batches)
     reference = onnx_session(fp32_path, 'cpu').run([OUTPUT_NAME], {INPUT_NAME: images})[0]
-    quantised = onnx_session(out, 'cpu').run([OUTPUT_NAME], {INPUT_NAME: images})[0]
-    report = check_parity(reference, quantised, 'int8')
+    prepared = out.with_name(out.name + '.pre.onnx')
+    candidate = out.with_name(out.name + '.try.onnx')
+    best: tuple[Any, bool] | None = None
+    try:
+        # Shape inference and graph optimisation first (folds the batch norms into the
+        # convolutions' initialisers), as onnxruntime recommends before static quantisation.
+        quant_pre_process(str(fp32_path), str(prepared))
+        # Per-channel weight scales are usually the more accurate, but not always (a seeded
+        # toy network lost 0.3 % cosine with them and 0.005 % without): keep the better.
+        for per_channel in (True, False):
+            quantize_static(str(prepared), str(candidate), _Reader(),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(INT8_OPS),
+                            per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+            quantised = onnx_session(candidate, 'cpu').run([OUTPUT_NAME],
+                                                           {INPUT_NAME: images})[0]
+            report = check_parity(reference, quantised, 'int8')
+            _LOG.info('int8 (per-channel %s): min cosine %.5f, top-1 mismatches %d',
+                      per_channel, report.min_cosine, report.top1_mismatches)
+            if best is None or (report.passed, report.min_cosine) > (best[0].passed,
+                                                                     best[0].min_cosine):
+                best = (report, per_channel)
+                os.replace(candidate, out)
+    except ModelError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the quantiser raises many types
+        raise ModelError(f'int8 quantisation failed: {err}') from err
+    finally:
+        prepared.unlink(missing_ok=True)
+        candidate.unlink(missing_ok=True)
+    assert best is not None
+    report, per_channel = best
     report.raise_if_failed()
     _LOG.info('int8 graph: min cosine %.5f to fp32 on %s, top-1 identical', report.min_cosine,
               origin)
     return {'int8_onnx_sha256': file_sha256(out),
-            'int8_parity': {**report.as_dict(), 'calibration': origin}}
+            'int8_parity': {**report.as_dict(), 'calibration': origin,
+                            'per_channel': per_channel}}
 
 
 def _trace_to_onnx(net: Any, path: Path, height: int, width: int, opset: int) -> None:
