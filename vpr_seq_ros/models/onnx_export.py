@@ -12,9 +12,10 @@ writes. The exported graph is the whole frame encoder **including its input norm
 - output ``descriptors``: ``(batch, D)`` float32.
 
 With ``precision: int8`` a statically quantised copy (``<name>.int8.onnx``, QDQ format,
-convolutions with per-channel int8 weights and uint8 activations) is written next to the fp32 graph, calibrated on the frames
-of ``encoder.calibration`` (the user's own run), and admitted only if it passes the parity gate
-of :mod:`vpr_seq_ros.encoders.precision` against the fp32 graph on those frames.
+convolutions with int8 weights, per channel or per tensor, whichever agrees better with fp32,
+and uint8 activations) is written next to the fp32 graph, calibrated on frames of
+``encoder.calibration`` (the user's own run), and admitted only if it passes the parity gate of
+:mod:`vpr_seq_ros.encoders.precision` against the fp32 graph on those frames.
 
 SeqGeM is not in the jist graph (it runs on descriptors, in the matcher); its learnt ``p`` is
 recorded in the card. The model card ``<name>.yaml`` next to ``<name>.onnx`` records what made
