@@ -201,14 +201,14 @@ def nearest_other(descriptors: np.ndarray) -> np.ndarray:
 
 
 def check_parity(reference: np.ndarray, candidate: np.ndarray, precision: str,
-                 min_cosine: float = MIN_COSINE) -> ParityReport:
+                 min_cosine: float | None = None) -> ParityReport:
     """Compare a reduced precision's descriptors with fp32 ones of the same frames.
 
     Args:
         reference: ``(N, D)`` fp32 descriptors.
         candidate: ``(N, D)`` descriptors at ``precision``.
         precision: the reduced precision (for the report).
-        min_cosine: the cosine threshold.
+        min_cosine: the cosine threshold; None: :data:`MIN_COSINE`.
 
     Raises:
         ModelError: fewer than 3 frames (top-1 among 2 frames says nothing) or different shapes.
@@ -219,6 +219,8 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, precision: str,
     if reference.shape[0] < 3:
         raise ModelError('the parity check needs at least 3 calibration frames; set '
                          'encoder.calibration_frames to 3 or more')
+    if min_cosine is None:
+        min_cosine = MIN_COSINE
     ref = reference.astype(np.float64)
     cand = candidate.astype(np.float64)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
