@@ -26,7 +26,7 @@ from vpr_seq_ros.encoders.registry import all_plugins, register_encoder
 from vpr_seq_ros.errors import ConfigError, MapError
 from vpr_seq_ros.models.checkpoints import checkpoint_kinds, read_checkpoint, save_checkpoint
 from vpr_seq_ros.models.onnx_export import read_model_card
-from vpr_seq_ros.pipeline import build_map, encode_run
+from vpr_seq_ros.pipeline import build_map, encode_run, evaluate
 from vpr_seq_ros.preprocess import preprocess_batch
 from vpr_seq_ros.refmap import load_map
 from vpr_seq_ros.sources import open_source
@@ -97,6 +97,16 @@ def test_toy_encoder_through_config_checkpoints_and_encode_run(
     refmap = load_map(build_map(run_folder, map_cfg, tmp_path / 'toy_map.npz'))
     np.testing.assert_allclose(refmap.run.descriptors, run.descriptors, atol=1e-6)
     refmap.check_query(encoder.settings())
+    # evaluate: the run against its own map finds every frame (distinct toy descriptors)
+    assert len(set(map(tuple, np.round(run.descriptors, 4)))) == len(run)
+    result = evaluate(refmap, run_folder, map_cfg)
+    assert result.metrics.recall_at[1] == 1.0 and result.metrics.num_evaluated == len(run) - 2
+    # the node core, frame by frame, with the same encoder
+    from vpr_seq_ros.runtime.core import NodeCore
+
+    core = NodeCore(map_cfg, encoder, refmap)
+    best = [core.on_frame(frame).hypothesis for frame in open_source(run_folder)]
+    assert [h.best.ref_index for h in best[2:]] == list(range(2, len(run)))
     other = build_encoder(EncoderConfig(name=NAME, weights=str(save_toy_weights(
         tmp_path / 'other.pth', seed=6)), input_height=H, input_width=W))
     with pytest.raises(MapError, match='weights_sha256'):
