@@ -196,6 +196,29 @@ def test_int8_jist_is_admitted_only_with_parity(weights: Path, tmp_path: Path) -
         np.testing.assert_array_equal(nearest_other(got), nearest_other(ref))
     with pytest.raises(ConfigError, match='int8 export needs calibration frames'):
         export_onnx(_jist(weights, precision='int8'), tmp_path / 'other.onnx')
+    with pytest.raises(ConfigError, match='calibration run .*missing does not exist'):
+        export_onnx(_jist(weights, precision='int8', calibration=str(tmp_path / 'missing')),
+                    tmp_path / 'other.onnx')
+
+
+def test_a_missing_calibration_run_falls_back_to_synthetic_frames(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = EncoderConfig(calibration=str(tmp_path / 'gone'), calibration_frames=4)
+    with caplog.at_level(logging.WARNING):
+        frames, origin = precision_module.calibration_frames(cfg)
+    assert origin == '4 seeded synthetic images' and 'does not exist' in caplog.text
+    for got, expected in zip(frames, synthetic_frames(4)):
+        np.testing.assert_array_equal(got, expected)
+    run = tmp_path / 'run'
+    run.mkdir()
+    for i, frame in enumerate(synthetic_frames(10, 30, 40, seed=2)):
+        Image.fromarray(frame).save(run / f'{i:02d}.png')
+    frames, origin = precision_module.calibration_frames(
+        EncoderConfig(calibration=str(run), calibration_frames=4))
+    assert origin == f'4 frames spread over {run}'
+    expected = synthetic_frames(10, 30, 40, seed=2)
+    for got, index in zip(frames, (0, 3, 6, 9)):
+        np.testing.assert_array_equal(got, expected[index])
 
 
 # --------------------------------------------------------------------------------- auto

@@ -258,7 +258,11 @@ def calibration_frames(cfg: EncoderConfig) -> tuple[list[np.ndarray], str]:
         ConfigError: it holds descriptors, not images.
     """
     count = cfg.calibration_frames
-    if not cfg.calibration:
+    if cfg.calibration and not Path(cfg.calibration).exists():
+        # e.g. a map's configuration naming its calibration run, queried on another machine
+        _LOG.warning('encoder.calibration %s does not exist; the parity gate uses seeded '
+                     'synthetic images instead', cfg.calibration)
+    if not cfg.calibration or not Path(cfg.calibration).exists():
         return synthetic_frames(count), f'{count} seeded synthetic images'
     from vpr_seq_ros.config import SourceConfig
     from vpr_seq_ros.sources import open_source

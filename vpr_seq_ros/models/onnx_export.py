@@ -270,6 +270,9 @@ def export_onnx(encoder_cfg: EncoderConfig, out_path: str | Path,
     if precision == 'int8' and not encoder_cfg.calibration:
         raise ConfigError('int8 export needs calibration frames of your own run: set '
                           'encoder.calibration to an image folder or bag')
+    if precision == 'int8' and not Path(str(encoder_cfg.calibration)).exists():
+        raise ConfigError(f'the calibration run {encoder_cfg.calibration} does not exist; '
+                          'give an image folder or bag of your own run')
     out_path = Path(out_path)
     if out_path.suffix != '.onnx':
         raise ConfigError(f'the output file must end in .onnx, got {out_path}')
