@@ -136,8 +136,9 @@ class EncoderConfig:
             ``fp16`` (torch on CUDA), ``int8`` (onnx, a card exported with int8) or ``auto``
             (the fastest path here whose parity with fp32 holds); see
             :mod:`vpr_seq_ros.encoders.precision`.
-        calibration: image folder or bag of the user's run whose first frames calibrate int8
-            export and the parity gate of reduced precisions (None: seeded synthetic images).
+        calibration: image folder or bag of the user's run; frames spread over it calibrate
+            int8 export and the parity gate of reduced precisions (None: seeded synthetic
+            images).
         calibration_frames: number of calibration frames (>= 3).
         batch_size: frames per encoder call in offline tools.
         input_height: model input height in pixels.

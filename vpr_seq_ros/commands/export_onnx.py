@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'graph (input: uint8 RGB NCHW 0..255, dynamic batch, fixed height and width; output: '
         'descriptors), check it against torch (max abs difference <= 1e-4) and write the model '
         'card <output>.yaml next to it. With --precision int8 also write <output>.int8.onnx, '
-        'statically quantised on the first frames of --calibration (your own run) and kept only '
-        'if its descriptors agree with fp32 (cosine >= 0.999 on every frame, same top-1 match '
-        'among the frames). Use the card as --weights with --runtime onnx.')
+        'statically quantised on frames spread over --calibration (your own run) and kept '
+        'only if its descriptors agree with fp32 (cosine >= 0.999 on every frame, same top-1 '
+        'match among the frames). Use the card as --weights with --runtime onnx.')
     add_config_options(parser)
     exportable = _exportable()
     parser.add_argument('--encoder', choices=exportable, default=exportable[0],
@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='fp32 graph only, or also a statically quantised int8 graph '
                         '(default: %(default)s)')
     parser.add_argument('--calibration', metavar='SOURCE',
-                        help='image folder or bag of your own run: its first frames calibrate '
-                        'the int8 graph and check it against fp32')
+                        help='image folder or bag of your own run: frames spread over it '
+                        'calibrate the int8 graph and check it against fp32')
     parser.add_argument('--calibration-frames', type=int, metavar='N',
                         help='number of calibration frames (default 16)')
     parser.set_defaults(func=run)
