@@ -14,7 +14,8 @@ frames of Gardens Point Walking ``day_left`` (960x540 JPEG). Rows:
     thread (what ``build-map`` runs);
 (c) the same with reading in the encoding thread (no read-ahead), for comparison.
 
-The issue-12 target is (b) >= 80% of (a). Prints the CPU flags and the load average.
+The rows run interleaved for ``--rounds`` rounds and the best of each is kept (the machine is
+shared). The issue-12 target is (b) >= 80% of (a). Prints the CPU flags and the load average.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main() -> int:
     parser.add_argument('--frames', type=int, default=32)
     parser.add_argument('--runtime', choices=('torch', 'onnx'), default='onnx')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='interleaved rounds; the best of each row is kept (default 3)')
     args = parser.parse_args()
     images = sorted((args.data / 'gardens_point_walking' / 'day_left').glob('*.jpg'))
     if not images:
@@ -84,13 +87,16 @@ def main() -> int:
             finally:
                 pipeline.prefetched = real
 
-        rows = []
-        for label, fn in (('(a) encoder alone, frames decoded beforehand', alone),
-                          ('(b) encode_run, read-ahead thread (build-map)', run),
-                          ('(c) encode_run, reading inline', run_inline)):
-            started = time.perf_counter()
-            fn()
-            rows.append((label, args.frames / (time.perf_counter() - started)))
+        modes = (('(a) encoder alone, frames decoded beforehand', alone),
+                 ('(b) encode_run, read-ahead thread (build-map)', run),
+                 ('(c) encode_run, reading inline', run_inline))
+        best = [0.0] * len(modes)
+        for _ in range(args.rounds):  # interleaved: the rows share the machine's load
+            for i, (_, fn) in enumerate(modes):
+                started = time.perf_counter()
+                fn()
+                best[i] = max(best[i], args.frames / (time.perf_counter() - started))
+        rows = [(label, fps) for (label, _), fps in zip(modes, best)]
     ceiling = rows[0][1]
     print()
     print('| mode | frames/s | % of (a) |')

@@ -47,6 +47,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 """The closed sets of the schema, offered as ``choices``."""
 
+_REGISTERED = {'encoder.name': encoder_names,
+               'encoder.transform.name': lambda: ('none', *transform_names())}
+"""Choices read from the encoder registry when a parser is built (it may have grown)."""
+
 FLAGS: dict[str, Flag] = {
     # source
     'rate-hz': Flag('source.rate_hz', 'frame rate for synthesised stamps when the frames '
@@ -167,7 +171,8 @@ def add_flags(parser: Any, names: Sequence[str], title: str | None = None) -> No
             elif tp in (int, float):
                 kwargs['type'] = tp
             if flag.key in CHOICES:
-                kwargs['choices'] = CHOICES[flag.key]
+                registered = _REGISTERED.get(flag.key)
+                kwargs['choices'] = registered() if registered else CHOICES[flag.key]
             if flag.metavar:
                 kwargs['metavar'] = flag.metavar
         group.add_argument(f'--{name}', **kwargs)
