@@ -32,12 +32,20 @@ def test_l2_is_the_raw_descriptor_scaled_to_unit_length() -> None:
 
 
 def test_defaults_and_presets() -> None:
+    # auto: normalise where the distance needs it, resolved by the whole configuration
+    assert PatchNormConfig().normalize == 'auto'
     assert load_config().encoder.patchnorm.normalize == 'l2'
+    assert load_config(overrides={'matching.distance': 'sad'}).encoder.patchnorm.normalize \
+        == 'none'
+    assert load_config(overrides={'matching.distance': 'sad',
+                                  'encoder.patchnorm.normalize': 'l2'}
+                       ).encoder.patchnorm.normalize == 'l2'
+    assert PatchNormEncoder(PatchNormConfig()).settings()['normalize'] == 'l2'
     seqslam = load_config('seqslam')
     assert seqslam.encoder.patchnorm.normalize == 'none'
     assert seqslam.matching.distance == 'sad' and seqslam.matching.contrast.enabled
     assert build_encoder(seqslam.encoder).settings()['normalize'] == 'none'
-    with pytest.raises(ConfigError, match="normalize = 'l1' is not one of l2, none"):
+    with pytest.raises(ConfigError, match="normalize = 'l1' is not one of auto, l2, none"):
         PatchNormConfig(normalize='l1')
 
 

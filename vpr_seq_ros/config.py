@@ -23,7 +23,7 @@ from vpr_seq_ros.errors import ConfigError
 RUNTIMES = ('torch', 'onnx')
 DEVICES = ('cpu', 'cuda', 'auto')
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8', 'auto')
-PATCHNORM_NORMALIZE = ('l2', 'none')
+PATCHNORM_NORMALIZE = ('auto', 'l2', 'none')
 METHODS = ('single', 'seqmatch', 'seqgem')
 WINDOWS = ('trailing', 'centred')
 DISTANCES = ('euclidean', 'sad')
@@ -80,14 +80,17 @@ class PatchNormConfig:
         patch_size: side of the square patches normalised to zero mean, unit std.
         normalize: ``l2`` scales every descriptor to unit length (what Euclidean distance
             needs: raw norms vary about threefold across frames, and the official SeqMatchNet
-            baseline normalises); ``none`` keeps SeqSLAM's raw patch-normalised values (the
-            ``seqslam`` preset: SAD with contrast enhancement).
+            baseline normalises); ``none`` keeps SeqSLAM's raw patch-normalised values (what
+            SAD with contrast enhancement was made for); ``auto`` (default) is ``l2`` when
+            ``matching.distance`` is ``euclidean`` and ``none`` when it is ``sad``, resolved
+            when the whole :class:`Config` is built (alone, an :class:`EncoderConfig` takes
+            ``auto`` as ``l2``). The encoder settings record the resolved value.
     """
 
     width: int = 64
     height: int = 32
     patch_size: int = 8
-    normalize: str = 'l2'
+    normalize: str = 'auto'
 
     def __post_init__(self) -> None:
         _choice('encoder.patchnorm', 'normalize', self.normalize, PATCHNORM_NORMALIZE)
@@ -384,6 +387,11 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
 
     def __post_init__(self) -> None:
+        patchnorm = self.encoder.patchnorm
+        if patchnorm.normalize == 'auto':  # normalise where the distance needs it
+            resolved = 'l2' if self.matching.distance == 'euclidean' else 'none'
+            object.__setattr__(self, 'encoder', dataclasses.replace(
+                self.encoder, patchnorm=dataclasses.replace(patchnorm, normalize=resolved)))
         if self.sequence.window == 'centred' and tuple(self.matching.slopes) != (1.0,):
             raise ConfigError(
                 'sequence.window = centred reproduces the official SeqMatchNet protocol, which '

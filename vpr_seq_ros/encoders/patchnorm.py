@@ -3,14 +3,16 @@
 The image is converted to grey, resized to ``width x height`` with area averaging, and every
 non-overlapping ``patch_size x patch_size`` patch is normalised to zero mean and unit standard
 deviation (a flat patch becomes zeros). The descriptor is the flattened thumbnail,
-``D = width * height``, scaled to unit length when ``normalize`` is ``l2`` (the default: what
-Euclidean distance needs, and what the official SeqMatchNet baseline does) and left as it is
-with ``none`` (SeqSLAM: SAD with contrast enhancement, the ``seqslam`` preset).
+``D = width * height``, scaled to unit length when ``normalize`` is ``l2`` (what Euclidean
+distance needs, and what the official SeqMatchNet baseline does) and left as it is with
+``none`` (SeqSLAM: SAD with contrast enhancement). The configuration's default, ``auto``,
+picks by the matching distance (:class:`~vpr_seq_ros.config.PatchNormConfig`); an unresolved
+``auto`` here means ``l2``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -55,7 +57,10 @@ class PatchNormEncoder(FrameEncoder):
     input_kind = 'image'
 
     def __init__(self, cfg: PatchNormConfig | None = None) -> None:
-        self.cfg = cfg or PatchNormConfig()
+        cfg = cfg or PatchNormConfig()
+        if cfg.normalize == 'auto':  # not resolved by a Config: the Euclidean default
+            cfg = replace(cfg, normalize='l2')
+        self.cfg = cfg
 
     @property
     def dim(self) -> int:
