@@ -154,8 +154,11 @@ def test_unavailable_precisions_are_config_errors(weights: Path) -> None:
         build_encoder(_jist(weights, precision='fp16'))
     with pytest.raises(ConfigError, match='int8 runs on the onnx runtime'):
         build_encoder(_jist(weights, precision='int8'))
-    with pytest.raises(ConfigError, match='patchnorm runs in fp32 only'):
+    with pytest.raises(ConfigError, match='patchnorm runs in fp32 only, not bf16'):
         build_encoder(EncoderConfig(precision='bf16'))
+    with registered_toy():
+        with pytest.raises(ConfigError, match='toy-cnn runs in fp32, bf16, int8, not fp16'):
+            build_encoder(EncoderConfig(name=NAME, precision='fp16'))
     assert build_encoder(EncoderConfig(precision='auto')).settings()['name'] == 'patchnorm'
     with pytest.raises(ConfigError, match='calibration_frames = 2 must be >= 3'):
         EncoderConfig(calibration_frames=2)

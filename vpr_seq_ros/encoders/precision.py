@@ -187,8 +187,8 @@ class ParityReport:
                 f'encoder precision {self.precision} failed its parity check against fp32 on '
                 f'{self.frames} calibration frames: {"; ".join(self.failures())} (min cosine '
                 f'{self.min_cosine:.5f}, max abs difference {self.max_abs_diff:.2e}). Use '
-                'precision fp32 (or auto, which falls back to it), or calibrate on frames of '
-                'your own run (encoder.calibration)')
+                'precision fp32 (or auto, which falls back to it); if the calibration frames '
+                'are not from your own run, give them (encoder.calibration)')
 
 
 def nearest_other(descriptors: np.ndarray) -> np.ndarray:
@@ -217,8 +217,9 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, precision: str,
         raise ModelError(f'parity check: fp32 descriptors {reference.shape} and {precision} '
                          f'descriptors {candidate.shape} differ in shape')
     if reference.shape[0] < 3:
-        raise ModelError('the parity check needs at least 3 calibration frames; set '
-                         'encoder.calibration_frames to 3 or more')
+        raise ModelError(f'the parity check needs at least 3 calibration frames, got '
+                         f'{reference.shape[0]}; give a longer calibration run '
+                         '(encoder.calibration) or more encoder.calibration_frames')
     if min_cosine is None:
         min_cosine = MIN_COSINE
     ref = reference.astype(np.float64)
@@ -311,8 +312,10 @@ def build_at_precision(plugin: EncoderPlugin, cfg: EncoderConfig,
     """
     requested = cfg.precision
     if requested not in ('fp32', 'auto') and requested not in plugin.precisions:
-        raise ConfigError(f'encoder {plugin.name} runs in fp32 only; set encoder.precision to '
-                          'fp32 (or auto)')
+        runs = ('in fp32 only' if plugin.precisions == ('fp32',) else
+                'in ' + ', '.join(plugin.precisions))
+        raise ConfigError(f'encoder {plugin.name} runs {runs}, not {requested}; set '
+                          'encoder.precision to one of those (or auto)')
     if requested == 'fp32' or plugin.precisions == ('fp32',):
         return plugin.build(cfg, 'fp32', num_threads)
     caps = caps if caps is not None else detect_capabilities()
