@@ -40,13 +40,43 @@ MAX_PLOT_MATRIX = 40_000_000
 """Largest N * M for which evaluation keeps the full distance matrix (for the plot)."""
 
 
+class _Rows:
+    """Descriptor rows written into one preallocated array of the final dtype (grown by
+    doubling when the source's length was an underestimate): memory is the final array plus a
+    batch, never a list of blocks and their concatenation."""
+
+    def __init__(self, capacity: int, dtype: np.dtype) -> None:
+        self.capacity, self.dtype = max(int(capacity), 1), dtype
+        self.array: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, block: np.ndarray) -> None:
+        if self.array is None:
+            self.array = np.empty((self.capacity, block.shape[1]), self.dtype)
+        if self.count + len(block) > len(self.array):
+            grown = np.empty((max(2 * len(self.array), self.count + len(block)),
+                              self.array.shape[1]), self.dtype)
+            grown[:self.count] = self.array[:self.count]
+            self.array = grown
+        self.array[self.count:self.count + len(block)] = block
+        self.count += len(block)
+
+    def result(self) -> np.ndarray:
+        assert self.array is not None
+        return self.array[:self.count]
+
+
 def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
-               progress: Progress | None = None) -> EncodedRun:
-    """Encode every frame of a source exactly once.
+               progress: Progress | None = None, dtype: str = 'float32') -> EncodedRun:
+    """Encode every frame of a source exactly once, in bounded memory.
+
+    Args:
+        dtype: storage type of the descriptors (``float32``, or ``float16`` for a map stored
+            as such): rows are written into one array of that type as they are encoded.
 
     Raises:
         SourceError: the source and the encoder take different inputs, the source is empty,
-            or only some frames carry poses.
+            an encoding is not finite, or only some frames carry poses.
     """
     if source.input_kind != encoder.input_kind:
         hint = ('use --encoder npy for precomputed descriptors'
@@ -54,7 +84,7 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
                 'precomputed descriptors (--encoder npy) need a .npy source')
         raise SourceError(f'{source.path} holds {source.input_kind}s but encoder '
                           f'{encoder.name!r} takes {encoder.input_kind}s; {hint}')
-    blocks: list[np.ndarray] = []
+    rows = _Rows(len(source), np.dtype(dtype))
     stamps: list[int] = []
     poses: list[np.ndarray | None] = []
     segments: list[int] = []
@@ -63,7 +93,12 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
 
     def flush() -> None:
         if batch:
-            blocks.append(encoder.encode(batch))
+            block = encoder.encode(batch)
+            if not np.all(np.isfinite(block)):
+                last = rows.count + len(batch) - 1
+                raise SourceError(f'encoding {source.path} produced NaN or infinite '
+                                  f'descriptors (frames {rows.count}..{last})')
+            rows.add(block)
             if progress:
                 progress(len(batch))
             batch.clear()
@@ -77,16 +112,13 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
         if len(batch) >= batch_size:
             flush()
     flush()
-    if not blocks:
+    if not rows.count:
         raise SourceError(f'source {source.path} yielded no frames')
-    descriptors = np.concatenate(blocks).astype(np.float32, copy=False)
-    if not np.all(np.isfinite(descriptors)):
-        raise SourceError(f'encoding {source.path} produced NaN or infinite descriptors')
     have = [p is not None for p in poses]
     if any(have) and not all(have):
         raise SourceError(f'{source.path}: only {sum(have)} of {len(have)} frames have poses')
     pose_array = np.stack(poses) if all(have) else None  # type: ignore[arg-type]
-    return EncodedRun(descriptors, np.asarray(stamps, np.int64), pose_array,
+    return EncodedRun(rows.result(), np.asarray(stamps, np.int64), pose_array,
                       np.asarray(segments, np.int64), tuple(names))
 
 
@@ -118,7 +150,7 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
     check_length(len(source), cfg.sequence.length, f'reference run {source_path}')
     if on_start:
         on_start(len(source))
-    run = encode_run(source, encoder, cfg.encoder.batch_size, progress)
+    run = encode_run(source, encoder, cfg.encoder.batch_size, progress, cfg.map.dtype)
     check_length(len(run), cfg.sequence.length, f'reference run {source_path}')
     seq = None
     extra: dict[str, Any] = {}
