@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -68,7 +70,8 @@ def test_localization_needs_a_matching_map():
     with pytest.raises(ConfigError, match='map'):
         NodeCore(cfg_for(), IdentityEncoder(), None)
     refmap = make_map(route_descriptors(10))
-    other = ReferenceMap(refmap.run, {**refmap.manifest, 'encoder': {'name': 'patchnorm'}})
+    other = ReferenceMap(refmap.run, dataclasses.replace(refmap.manifest,
+                                                        encoder={'name': 'patchnorm'}))
     with pytest.raises(MapError, match='name'):
         NodeCore(cfg_for(), IdentityEncoder(), other)
     core = NodeCore(cfg_for(), IdentityEncoder(), refmap)
@@ -132,7 +135,7 @@ def test_slam_finds_the_loop_and_respects_exclusions(tmp_path):
     assert 50 + 4 + 2 <= first <= 50 + 10  # needs a full window, then a streak of 3
     path = core.save_map(tmp_path / 'slam.npz')
     saved = load_map(path)
-    assert len(saved) == 100 and saved.manifest['source'] == 'slam'
+    assert len(saved) == 100 and saved.manifest.source == 'slam'
 
 
 def test_slam_threshold_rejects_far_matches():

@@ -171,8 +171,7 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
 
 def map_geo_origin(refmap: ReferenceMap) -> tuple[float, float, float] | None:
     """The geodetic origin ``(lat, lon, alt)`` a GPS map's metres are expressed about."""
-    origin = refmap.manifest.get('geo_origin')
-    return tuple(float(v) for v in origin) if origin else None  # type: ignore[return-value]
+    return refmap.manifest.geo_origin
 
 
 STORED_PATH_KEYS = ('encoder.weights', 'encoder.transform.weights')
@@ -195,9 +194,8 @@ def map_config(refmap: ReferenceMap) -> dict[str, Any]:
     """The configuration a map was built with (a nested dict), as the base layer of the
     node, ``evaluate`` and ``replay``. Relative file paths of older maps are taken relative
     to the map's folder when the file is there."""
-    stored = refmap.manifest.get('config')
-    data = json.loads(json.dumps(stored)) if isinstance(stored, dict) else {}
-    folder = Path(str(refmap.manifest.get('path', '.'))).parent
+    data = json.loads(json.dumps(refmap.manifest.config))
+    folder = refmap.path.parent if refmap.path is not None else Path('.')
     for key in STORED_PATH_KEYS:
         section = data
         *parents, leaf = key.split('.')
@@ -237,8 +235,8 @@ def resolve_for_map(refmap: ReferenceMap | None, preset: str | None = None,
 
 def manifest_digest(refmap: ReferenceMap) -> str:
     """SHA-256 of a map's manifest (what made it), for reports."""
-    manifest = {k: v for k, v in refmap.manifest.items() if k != 'path'}
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(refmap.manifest.to_dict(), sort_keys=True).encode()
+                          ).hexdigest()
 
 
 def bag_topic_types(path: str | Path) -> dict[str, str] | None:
@@ -389,7 +387,7 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
     """
     if not isinstance(refmap, ReferenceMap):
         refmap = load_map(refmap)
-    map_path = refmap.manifest.get('path', '')
+    map_path = refmap.path or ''
     encoder = build_encoder(cfg.encoder)
     refmap.check_query(encoder.settings())
     source, source_notes = open_query_source(query_path, cfg, refmap, inherited)
