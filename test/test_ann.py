@@ -1,0 +1,84 @@
+"""Approximate search: every approximate path pinned to the exact one on small seeded data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vpr_seq_ros.errors import MatchingError
+from vpr_seq_ros.matching.ann import (INDEX_KINDS, AnnIndex, IndexParams, candidate_search,
+                                      sequence_distances_at, trailing_offsets)
+from vpr_seq_ros.matching.index import FlatL2Index
+from vpr_seq_ros.matching.seqmatch import SeqMatchSettings, seqmatch_batch
+
+
+def route(n: int = 600, dim: int = 32, seed: int = 0) -> np.ndarray:
+    """A smooth random walk of unit descriptors: neighbours along the route are similar."""
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(size=(n, dim)).astype(np.float32)
+    walk = np.cumsum(steps, axis=0) * 0.2 + rng.normal(size=(n, dim)).astype(np.float32)
+    return (walk / np.linalg.norm(walk, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize('kind', INDEX_KINDS)
+def test_index_kinds_agree_with_exact_search(kind):
+    refs = route()
+    queries = refs[::7] + 0.05 * np.random.default_rng(1).normal(size=(86, 32)).astype(
+        np.float32)
+    exact_idx, exact_dist = FlatL2Index(refs).search(queries, 5)
+    params = IndexParams(kind=kind, nlist=8, nprobe=8, pq_m=8, hnsw_m=16, ef_search=200)
+    index = AnnIndex.build(refs, params)
+    idx, dist = index.search(queries, 5)
+    if kind in ('exact', 'ivf-flat', 'hnsw'):  # nprobe = nlist / a wide beam: exhaustive
+        np.testing.assert_array_equal(idx[:, 0], exact_idx[:, 0])
+        np.testing.assert_allclose(dist, exact_dist, rtol=1e-4, atol=1e-5)
+    else:  # product quantisation approximates distances; the top-1 still agrees mostly
+        assert np.mean(idx[:, 0] == exact_idx[:, 0]) >= 0.8
+    restored = AnnIndex.from_bytes(index.to_bytes(), index.params, index.rows)
+    np.testing.assert_array_equal(restored.search(queries, 5)[0], idx)
+
+
+def test_index_over_valid_rows_and_float16_input():
+    refs = route(200).astype(np.float16)
+    valid = np.zeros(200, bool)
+    valid[50:] = True
+    index = AnnIndex.build(refs, IndexParams(kind='ivf-flat', nlist=4, nprobe=4), valid)
+    idx, _ = index.search(refs[:60].astype(np.float32), 3)
+    assert (idx >= 50).all()
+    with pytest.raises(MatchingError, match='pq_m'):
+        AnnIndex.build(refs, IndexParams(kind='ivf-pq', nlist=4, pq_m=7))
+    with pytest.raises(MatchingError, match='not one of'):
+        IndexParams(kind='annoy')
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'sad'])
+def test_candidate_search_covering_the_map_equals_dense_matching(metric):
+    refs = route(300)
+    segments = np.repeat([0, 1], [180, 120])
+    rng = np.random.default_rng(2)
+    query = refs[100:140] + 0.08 * rng.normal(size=(40, 32)).astype(np.float32)
+    length = 5
+    dense = seqmatch_batch(refs, query, SeqMatchSettings(length=length, metric=metric), 10,
+                           segments)
+    index = AnnIndex.build(refs, IndexParams(kind='exact'))
+    offsets = trailing_offsets(length)
+    for j in range(length - 1, len(query)):
+        window = query[j - length + 1:j + 1]
+        idx, dist = candidate_search(index, refs, segments, window, offsets, len(refs), 10,
+                                     metric)
+        np.testing.assert_allclose(dist, dense.matches.distances[j], rtol=1e-5)
+        np.testing.assert_array_equal(idx, dense.matches.ref_indices[j])
+
+
+def test_sequence_distances_by_hand():
+    refs = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]], np.float32)
+    segments = np.array([0, 0, 0, 0, 1])
+    window = np.array([[1.0], [2.5]], np.float32)
+    offsets = trailing_offsets(2)  # the anchor and the frame before it
+    got = sequence_distances_at(refs, segments, window, np.array([1, 2, 3, 4, 0]), offsets)
+    # anchor 1: (|0-1| + |1-2.5|) / 2; anchor 2: (0 + 0.5) / 2; anchor 3: (1 + 0.5) / 2;
+    # anchor 4 crosses into another segment; anchor 0 has no frame before it
+    np.testing.assert_allclose(got, [1.25, 0.25, 0.75, np.inf, np.inf])
+    two_kernels = np.array([[-1, 0], [-2, 0]])  # slope 1 and slope 2
+    got = sequence_distances_at(refs, segments, window, np.array([3]), two_kernels)
+    np.testing.assert_allclose(got, [min((1 + 0.5) / 2, (0 + 0.5) / 2)])
