@@ -10,7 +10,7 @@ import pytest
 from conftest import write_run
 
 from vpr_seq_ros.cli import main
-from vpr_seq_ros.commands.inspect import manifest_dict, resolve_map_path
+from vpr_seq_ros.mapinfo import manifest_dict, resolve_map_path
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
 from vpr_seq_ros.types import EncodedRun
 
@@ -131,3 +131,13 @@ def test_manifest_adapter_takes_dicts_dataclasses_and_objects() -> None:
     assert manifest_dict(Holder({'format_version': 3})) == {'format_version': 3}
     assert manifest_dict(Holder(Typed())) == {'format_version': 1}
     assert manifest_dict(Holder(WithDict())) == {'format_version': 2}
+
+
+def test_inspect_has_help() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, '-m', 'vpr_seq_ros.cli', 'inspect', '--help'],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and 'usage: vpr-seq inspect' in done.stdout
+    assert '--json' in done.stdout
