@@ -16,7 +16,8 @@ from vpr_seq_ros.errors import ConfigError
 from vpr_seq_ros.evaluation import compute_metrics
 from vpr_seq_ros.plots import (CORRECT, UNKNOWN, WRONG, check_plot_path, closure_tuples,
                                figure_evaluation, figure_slam, figure_trajectory,
-                               plot_evaluation, plot_slam, plot_trajectory, supported_suffixes)
+                               matrix_from_columns, plot_evaluation, plot_slam,
+                               plot_trajectory, supported_suffixes)
 from vpr_seq_ros.types import Matches
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -187,3 +188,16 @@ def test_check_plot_path(tmp_path: Path) -> None:
             check_plot_path(locked / 'sub' / 'plot.png')
     finally:
         locked.chmod(0o700)
+
+
+def test_replay_columns_make_the_matrix_evaluate_draws() -> None:
+    matrix, matches, positives, metrics = _case()
+    columns = [None if not np.isfinite(matrix[:, j]).any() else matrix[:, j]
+               for j in range(matrix.shape[1])]
+    stacked = matrix_from_columns(columns, matrix.shape[0])
+    np.testing.assert_array_equal(stacked, matrix)
+    a = figure_evaluation(metrics, matches, stacked, positives, 'replay').axes[1]
+    b = figure_evaluation(metrics, matches, matrix, positives, 'evaluate').axes[1]
+    np.testing.assert_array_equal(a.images[0].get_array(), b.images[0].get_array())
+    with pytest.raises(ConfigError, match='distance column 1 has 3 entries; the map has 30'):
+        matrix_from_columns([None, np.zeros(3)], 30)

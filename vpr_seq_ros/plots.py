@@ -194,6 +194,33 @@ def _draw_pr(ax: Axes, metrics: Metrics, title: str,
             bbox={'boxstyle': 'round', 'facecolor': 'white', 'alpha': 0.8})
 
 
+def matrix_from_columns(columns: Sequence[np.ndarray | None], num_ref: int) -> np.ndarray:
+    """Stack per-query distance columns (e.g. the node core's, one per keyframe) into the
+    ``(N, M)`` matrix :func:`plot_evaluation` draws.
+
+    Args:
+        columns: ``M`` arrays of ``N`` distances to the reference anchors, or None for a query
+            without distances (no full window yet).
+        num_ref: N.
+
+    Returns:
+        ``(N, M)`` float64, inf where a query has no distances.
+
+    Raises:
+        ConfigError: a column of another length.
+    """
+    out = np.full((num_ref, len(columns)), np.inf)
+    for j, column in enumerate(columns):
+        if column is None:
+            continue
+        column = np.asarray(column, np.float64).reshape(-1)
+        if column.shape[0] != num_ref:
+            raise ConfigError(f'distance column {j} has {column.shape[0]} entries; the map has '
+                              f'{num_ref} frames')
+        out[:, j] = column
+    return out
+
+
 def figure_evaluation(metrics: Metrics, matches: Matches, matrix: np.ndarray | None,
                       positives: Sequence[np.ndarray], title: str,
                       curves: dict[str, Metrics] | None = None,
@@ -536,5 +563,5 @@ def plot_slam(path: str | Path, poses: np.ndarray | None, closures: Sequence[Clo
 
 
 __all__ = ['Closure', 'check_plot_path', 'closure_tuples', 'figure_evaluation', 'figure_slam',
-           'figure_trajectory', 'plot_evaluation', 'plot_slam', 'plot_trajectory',
-           'save_figure', 'supported_suffixes']
+           'figure_trajectory', 'matrix_from_columns', 'plot_evaluation', 'plot_slam',
+           'plot_trajectory', 'save_figure', 'supported_suffixes']
