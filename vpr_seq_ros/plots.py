@@ -189,9 +189,9 @@ def _draw_pr(ax: Axes, metrics: Metrics, title: str,
     ax.legend(loc='lower left', fontsize=8)
     ax.set_title('precision-recall (threshold on the top-1 distance)', fontsize=10)
     recalls = '  '.join(f'R@{k} {v:.3f}' for k, v in metrics.recall_at.items())
-    ax.text(0.98, 0.98, f'{recalls}\n{metrics.num_evaluated} of {metrics.num_queries} queries '
-            'scored', transform=ax.transAxes, ha='right', va='top', fontsize=8,
-            bbox={'boxstyle': 'round', 'facecolor': 'white', 'alpha': 0.8})
+    which = f' ({title})' if curves and title else ''
+    ax.text(0.5, -0.1, f'{recalls}; {metrics.num_evaluated} of {metrics.num_queries} queries '
+            f'scored{which}', transform=ax.transAxes, ha='center', va='top', fontsize=8)
 
 
 def matrix_from_columns(columns: Sequence[np.ndarray | None], num_ref: int) -> np.ndarray:
@@ -268,12 +268,13 @@ def figure_evaluation(metrics: Metrics, matches: Matches, matrix: np.ndarray | N
     ax.set_ylim(n_ref - 0.5, -0.5)  # reference frame 0 at the top, rows downwards
     status = _match_status(matches, metrics)
     size = float(np.clip(3000 / max(n_query, 1), 6, 30))
+    edge = 'white' if matrix is not None else 'black'
     for key, colour, label in (('correct', CORRECT, 'top-1 correct'),
                                ('wrong', WRONG, 'top-1 wrong'),
                                ('unscored', UNKNOWN, 'top-1, query has no positive')):
         js = np.flatnonzero(status[key])
         if len(js) or key != 'unscored':
-            ax.scatter(js, top1[js], s=size, c=colour, edgecolors='black', linewidths=0.3,
+            ax.scatter(js, top1[js], s=size, c=colour, edgecolors=edge, linewidths=0.4,
                        label=f'{label} ({len(js)})', zorder=3)
     ax.set_xlabel(f'{query_label} (column) \u2192')
     ax.set_ylabel('reference frame (row) \u2193')
