@@ -201,3 +201,16 @@ def test_replay_columns_make_the_matrix_evaluate_draws() -> None:
     np.testing.assert_array_equal(a.images[0].get_array(), b.images[0].get_array())
     with pytest.raises(ConfigError, match='distance column 1 has 3 entries; the map has 30'):
         matrix_from_columns([None, np.zeros(3)], 30)
+
+
+def test_empty_runs_still_make_plots(tmp_path: Path) -> None:
+    poses = np.column_stack([np.arange(5.0), np.zeros((5, 3))])
+    assert figure_slam(poses, [], 5).axes[2].get_title() == '0 loop closures over 5 keyframes'
+    assert figure_slam(None, [(0, 0, None)], 1).axes[1].get_title() == \
+        '1 loop closure over 1 keyframe'
+    assert len(figure_trajectory(poses, None).axes) == 1  # the map alone
+    matches = Matches(np.full((3, 2), -1), np.full((3, 2), np.inf), np.zeros(3, bool))
+    positives = [np.zeros(0, np.int64)] * 3
+    out = plot_evaluation(tmp_path / 'none.png', compute_metrics(matches, positives, (1,)),
+                          matches, None, positives, 'no query matched')
+    assert out.read_bytes().startswith(PNG_MAGIC)

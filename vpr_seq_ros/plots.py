@@ -530,7 +530,9 @@ def figure_slam(poses: np.ndarray | None, closures: Sequence[Closure],
     ax_count.set_ylabel('loop closures so far')
     ax_count.grid(alpha=0.3)
     ax_count.legend(loc='upper left', fontsize=8)
-    ax_count.set_title(f'{len(q)} loop closures over {num_keyframes} keyframes', fontsize=10)
+    ax_count.set_title(f'{len(q)} loop closure{"" if len(q) == 1 else "s"} over '
+                       f'{num_keyframes} keyframe{"" if num_keyframes == 1 else "s"}',
+                       fontsize=10)
     fig.suptitle(title or 'loop closures')
     return fig
 
