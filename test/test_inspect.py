@@ -10,7 +10,6 @@ import pytest
 from conftest import write_run
 
 from vpr_seq_ros.cli import main
-from vpr_seq_ros.mapinfo import manifest_dict, resolve_map_path
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
 from vpr_seq_ros.types import EncodedRun
 
@@ -42,7 +41,7 @@ def test_inspect_an_image_map_given_without_its_suffix(tmp_path: Path,
     assert 'stamps:       0.6 s, from 1.000 to 1.600 s' in text
     assert f'built from:   {folder}' in text
     assert '  sequence: length=3 window=trailing' in text
-    assert 'left out:     not recorded in this map' in text
+    assert 'left out:     none' in text
     data = json.loads(_inspect(capsys, str(tmp_path / 'mymap.npz'), '--json'))
     assert data['file_size_bytes'] == size and data['num_frames'] == 7
     assert data['descriptor_dim'] == 2048 and data['dtype'] == 'float32'
@@ -50,7 +49,7 @@ def test_inspect_an_image_map_given_without_its_suffix(tmp_path: Path,
     assert data['poses']['extent_m']['x'] == [0.0, 12.0]
     assert data['poses']['path_length_m'] == pytest.approx(10.0)
     assert data['config']['sequence']['length'] == 3 and data['sequence_length'] == 3
-    assert data['encoder'] == load_map(tmp_path / 'mymap.npz').manifest['encoder']
+    assert data['encoder'] == load_map(tmp_path / 'mymap.npz').manifest.encoder
     assert data['sequence_descriptors'] is None and data['geo_origin'] is None
 
 
@@ -106,38 +105,6 @@ def test_inspect_a_missing_map(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(['inspect', str(tmp_path / 'nothing')]) == 2
     err = capsys.readouterr().err
     assert f'map file {tmp_path / "nothing"} does not exist' in err
-    assert resolve_map_path(tmp_path / 'nothing') == tmp_path / 'nothing'
     (tmp_path / 'plain').write_bytes(b'not a map')
-    assert resolve_map_path(tmp_path / 'plain') == tmp_path / 'plain'  # as given when it exists
     assert main(['inspect', str(tmp_path / 'plain')]) == 2
     assert 'corrupt or not a map' in capsys.readouterr().err
-
-
-def test_manifest_adapter_takes_dicts_dataclasses_and_objects() -> None:
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Typed:
-        format_version: int = 1
-
-    class WithDict:
-        def as_dict(self) -> dict:
-            return {'format_version': 2}
-
-    class Holder:
-        def __init__(self, manifest: object) -> None:
-            self.manifest = manifest
-
-    assert manifest_dict(Holder({'format_version': 3})) == {'format_version': 3}
-    assert manifest_dict(Holder(Typed())) == {'format_version': 1}
-    assert manifest_dict(Holder(WithDict())) == {'format_version': 2}
-
-
-def test_inspect_has_help() -> None:
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, '-m', 'vpr_seq_ros.cli', 'inspect', '--help'],
-                          capture_output=True, text=True)
-    assert done.returncode == 0 and 'usage: vpr-seq inspect' in done.stdout
-    assert '--json' in done.stdout

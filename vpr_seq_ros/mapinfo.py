@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -16,34 +15,6 @@ MAX_SEGMENTS_LISTED = 12
 
 
 # --- the summary -------------------------------------------------------------------------------
-
-def resolve_map_path(path: str | Path) -> Path:
-    """The map file a user named: the path as given, else with ``.npz`` appended (or removed).
-
-    A missing map is reported by the map loader, naming the path as given.
-    """
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    other = path.with_name(path.name[:-4]) if path.name.endswith('.npz') else \
-        path.with_name(path.name + '.npz')
-    return other if other.is_file() else path
-
-
-def manifest_dict(refmap: Any) -> dict[str, Any]:
-    """The map's manifest as a plain dict, whatever form the map keeps it in (a dict, a
-    dataclass, or an object with ``as_dict``/``to_dict``)."""
-    manifest = getattr(refmap, 'manifest', {})
-    for name in ('as_dict', 'to_dict'):
-        method = getattr(manifest, name, None)
-        if callable(method):
-            return dict(method())
-    if dataclasses.is_dataclass(manifest) and not isinstance(manifest, type):
-        return dataclasses.asdict(manifest)
-    if isinstance(manifest, Mapping):
-        return dict(manifest)
-    return dict(vars(manifest))
-
 
 def _find_checksums(value: Any, prefix: str = '') -> dict[str, str]:
     """Every ``*sha256`` entry of nested settings, by dotted key."""
@@ -97,7 +68,7 @@ def map_summary(refmap: Any, path: str | Path) -> dict[str, Any]:
         and settings, or None), ``dropped_frames`` (reason -> count, or None when the map does
         not record them), ``config`` and ``other`` (manifest entries not listed here).
     """
-    manifest = manifest_dict(refmap)
+    manifest = refmap.manifest.to_dict()
     run = refmap.run
     segments = np.asarray(run.segments)
     stamps = np.asarray(run.stamps_ns, np.int64)
@@ -257,4 +228,4 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-__all__ = ['format_summary', 'manifest_dict', 'map_summary', 'resolve_map_path']
+__all__ = ['format_summary', 'map_summary']

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
@@ -161,11 +161,14 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
         extra['sequence_descriptors'] = {'length': cfg.sequence.length, 'p': float(p),
                                          'window': 'trailing'}
     origin = getattr(source, 'geo_origin', None)
-    if origin is not None:
-        extra['geo_origin'] = [float(v) for v in origin]
+    dropped = source.dropped()
+    if dropped:
+        log.info('%s: frames left out of the map: %s', source_path, source.dropped_line())
     manifest = make_manifest(encoder.settings(), cfg.sequence.length, str(source_path),
                              cfg.map.dtype, len(run), run.descriptors.shape[1],
-                             config=_stored_config(cfg), **extra)
+                             config=_stored_config(cfg),
+                             geo_origin=tuple(float(v) for v in origin) if origin else None,
+                             dropped_frames=dropped, **extra)
     return save_map(ReferenceMap(run, manifest, seq), out)
 
 
@@ -308,6 +311,8 @@ class Evaluation:
     positives: list[np.ndarray]
     query: EncodedRun
     report: dict[str, Any]
+    dropped: dict[str, int] = field(default_factory=dict)
+    dropped_line: str = 'none'
 
 
 def evaluation_k(cfg: Config) -> int:
@@ -399,11 +404,13 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
     started = time.perf_counter()
     query = encode_run(source, encoder, cfg.encoder.batch_size, progress)
     encode_s = time.perf_counter() - started
-    return evaluate_encoded(
+    dropped = source.dropped()  # after reading: some frames are found bad only when decoded
+    result = evaluate_encoded(
         refmap, query, cfg, encoder.seqgem_p,
         context={'map': str(map_path), 'query': str(query_path),
-                 'encoder': encoder.settings(),
+                 'encoder': encoder.settings(), 'query_frames_dropped': dropped,
                  'encode_ms_per_frame': round(1000 * encode_s / max(len(query), 1), 3)})
+    return dc_replace(result, dropped=dropped, dropped_line=source.dropped_line())
 
 
 __all__ = ['build_map', 'encode_run', 'evaluate', 'evaluate_encoded', 'evaluation_k', 'Evaluation',

@@ -271,23 +271,15 @@ def check_output(path: str | Path | None, overwrite: bool, what: str = 'output')
     return path
 
 
-def check_plot_path(path: str | Path, overwrite: bool) -> Path:
-    """A plot file checked before any work: a format matplotlib writes (``.png`` appended when
-    there is no suffix), a writable folder, not an existing file unless ``overwrite``.
+def check_plot_output(path: str | Path | None, overwrite: bool) -> Path | None:
+    """A plot path checked before any work (:func:`vpr_seq_ros.plots.check_plot_path`: a
+    format matplotlib writes, ``.png`` appended without a suffix), and not an existing file
+    unless ``overwrite``."""
+    if path is None:
+        return None
+    from vpr_seq_ros.plots import check_plot_path
 
-    Raises:
-        ConfigError: an unknown format, or the checks of :func:`check_output`.
-    """
-    path = Path(path)
-    if not path.suffix:
-        path = path.with_name(path.name + '.png')
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if path.suffix[1:].lower() not in formats:
-        raise ConfigError(f'cannot write a plot as {path.suffix}: use one of '
-                          f'{", ".join("." + f for f in sorted(formats))}')
-    return check_output(path, overwrite, 'plot')  # type: ignore[return-value]
+    return check_output(check_plot_path(path), overwrite, 'plot')
 
 
 def make_progress(total: int, desc: str, enabled: bool = True) -> Any:

@@ -7,7 +7,7 @@ import argparse
 from vpr_seq_ros.commands.common import (ENCODER_FLAGS, GT_FLAGS, MATCHING_FLAGS, SEQMATCH_FLAGS,
                                          SOURCE_FLAGS, SOURCE_HELP, LazyProgress,
                                          add_config_options, add_flags, add_overwrite_option,
-                                         check_output, check_plot_path, overrides_from_args)
+                                         check_output, check_plot_output, overrides_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "map's manifest digest, the software version)")
     out.add_argument('--plot', metavar='OUT.png',
                      help='write a plot: precision-recall curve and distance matrix with matches '
-                     '(.png appended when there is no suffix)')
+                     '(.png appended when there is no suffix); with poses in map and query also '
+                     'NAME_trajectory.png: both paths and each match')
     out.add_argument('--save-predictions', metavar='OUT.csv',
                      help='write the top-K predictions: query index, reference indices, '
                      'distances')
@@ -43,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vpr_seq_ros.evaluation import plot_results, write_json, write_predictions
+    from vpr_seq_ros.evaluation import write_json, write_predictions
+    from vpr_seq_ros.plots import plot_evaluation, plot_trajectory
     from vpr_seq_ros.pipeline import evaluate, ground_truth_text, resolve_for_map
     from vpr_seq_ros.refmap import load_map
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolved.config
     report_path = check_output(args.report, args.overwrite, 'report')
     predictions_path = check_output(args.save_predictions, args.overwrite, 'predictions file')
-    plot_path = check_plot_path(args.plot, args.overwrite) if args.plot else None
+    plot_path = check_plot_output(args.plot, args.overwrite)
     print(ground_truth_text(cfg, resolved.origin_of('evaluation')))
     notes: list[str] = []
     with LazyProgress('encoding query', not args.no_progress) as bar:
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
                           inherited=resolved.from_map_only('source.'), notes=notes)
     for note in notes:
         print(f'note: {note}')
+    if result.dropped:
+        print(f'query frames left out: {result.dropped_line}')
     report = result.report
     m = result.metrics
     print(f'method {report["method"]}, L = {report["seq_len"]}, window {report["window"]}, '
@@ -76,8 +80,14 @@ def run(args: argparse.Namespace) -> int:
         print(f'predictions: {write_predictions(top, predictions_path)}')
     if plot_path:
         title = f'{report["method"]} L={report["seq_len"]}: {args.query}'
-        path = plot_results(plot_path, m, result.output.matches, result.output.matrix,
-                            result.positives, title)
+        path = plot_evaluation(plot_path, m, result.output.matches, result.output.matrix,
+                               result.positives, title)
         print(f'plot: {path}')
+        if refmap.run.poses is not None and result.query.poses is not None:
+            trajectory = plot_trajectory(
+                path.with_name(f'{path.stem}_trajectory{path.suffix}'), refmap.run.poses,
+                result.query.poses, result.output.matches.top(1), m, title=title,
+                ref_segments=refmap.run.segments, query_segments=result.query.segments)
+            print(f'trajectory plot: {trajectory}')
     return 0
 

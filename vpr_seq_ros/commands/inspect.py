@@ -23,11 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from vpr_seq_ros.mapinfo import format_summary, map_summary, resolve_map_path
+    from vpr_seq_ros.mapinfo import format_summary, map_summary
     from vpr_seq_ros.refmap import load_map
 
-    path = resolve_map_path(args.map)
-    summary = map_summary(load_map(path), path)
+    refmap = load_map(args.map)
+    summary = map_summary(refmap, refmap.path)
     print(json.dumps(summary, indent=2, sort_keys=True) if args.json
           else format_summary(summary))
     return 0
