@@ -18,8 +18,7 @@ from vpr_seq_ros.config import Config, to_dict
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import SourceError
 from vpr_seq_ros.evaluation import Metrics, compute_metrics, ground_truth, report_dict
-from vpr_seq_ros.matching import MatchOutput, match_runs
-from vpr_seq_ros.matching.seqgem import sequence_descriptors
+from vpr_seq_ros.matching.methods import MatchOutput, build_method
 from vpr_seq_ros.matching.windows import check_length
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
 from vpr_seq_ros.sources import FrameSource, open_source
@@ -105,21 +104,17 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
         on_start(len(source))
     run = encode_run(source, encoder, cfg.encoder.batch_size, progress)
     check_length(len(run), cfg.sequence.length, f'reference run {source_path}')
-    seq = None
     extra: dict[str, Any] = {}
-    if cfg.matching.method == 'seqgem':
-        p = encoder.seqgem_p if encoder.seqgem_p is not None else cfg.matching.seqgem_p
-        seq, _ = sequence_descriptors(run.descriptors, cfg.sequence.length, p, run.segments,
-                                      'trailing')
-        extra['sequence_descriptors'] = {'length': cfg.sequence.length, 'p': float(p),
-                                         'window': 'trailing'}
+    pre = build_method(cfg, encoder.seqgem_p).precompute(run)
+    if pre is not None:
+        extra['sequence_descriptors'] = pre.info
     origin = getattr(source, 'geo_origin', None)
     if origin is not None:
         extra['geo_origin'] = [float(v) for v in origin]
     manifest = make_manifest(encoder.settings(), cfg.sequence.length, str(source_path),
                              cfg.map.dtype, len(run), run.descriptors.shape[1],
                              config=to_dict(cfg), **extra)
-    return save_map(ReferenceMap(run, manifest, seq), out)
+    return save_map(ReferenceMap(run, manifest, None if pre is None else pre.descriptors), out)
 
 
 def map_geo_origin(refmap: ReferenceMap) -> tuple[float, float, float] | None:
@@ -151,8 +146,9 @@ def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
     """Match an encoded query run against a map and score it."""
     if keep_matrix is None:
         keep_matrix = len(refmap) * len(query) <= MAX_PLOT_MATRIX
+    method = build_method(cfg, seqgem_p)
     started = time.perf_counter()
-    output = match_runs(refmap.run, query, cfg, seqgem_p, keep_matrix)
+    output = method.match(refmap.run, query, cfg.matching.top_k, keep_matrix)
     match_s = time.perf_counter() - started
     positives = ground_truth(refmap.run, query, cfg.evaluation, output.ref_valid)
     metrics = compute_metrics(output.matches, positives, cfg.evaluation.recall_at)
@@ -163,7 +159,7 @@ def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
         gt['radius_m'] = cfg.evaluation.radius_m
     report = report_dict(
         metrics, method=cfg.matching.method,
-        seq_len=1 if cfg.matching.method == 'single' else cfg.sequence.length,
+        seq_len=method.window_length,
         window=cfg.sequence.window, ground_truth=gt, top_k=cfg.matching.top_k,
         num_reference_frames=len(refmap), match_seconds=round(match_s, 4),
         **(context or {}))

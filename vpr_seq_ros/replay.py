@@ -211,7 +211,7 @@ def _score(result: ReplayResult, core: NodeCore, cfg: Config, refmap: ReferenceM
     lat = np.asarray(result.latencies_ms) if result.latencies_ms else np.zeros(1)
     report: dict[str, Any] = {
         'mode': cfg.node.mode, 'method': cfg.matching.method,
-        'seq_len': 1 if cfg.matching.method == 'single' else cfg.sequence.length,
+        'seq_len': core.window_length,
         'keyframes': len(result.keyframes),
         'latency_ms': {'p50': float(np.percentile(lat, 50)), 'p99': float(np.percentile(lat, 99)),
                        'max': float(lat.max())},
