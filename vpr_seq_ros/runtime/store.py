@@ -34,8 +34,11 @@ def keyframe_bytes(dim: int) -> int:
 
     The streaming matcher adds its own per-reference state: ``seqgem`` ``4 D + 5`` bytes
     (sequence descriptor, squared norm, valid flag); ``seqmatch`` and ``single`` about
-    ``44 + 4 L`` (segment, squared norm, running sum, L distance columns, segment bounds).
-    Buffers grow by doubling, so the memory allocated is at most twice what is used.
+    ``36 + 4 L`` (segment, squared norm, running sum, L distance columns, segment bounds).
+    Buffers grow by doubling, so the memory allocated is at most twice what is used. Measured
+    with tracemalloc over 8192 slam keyframes (D = 256, L = 10; the buffers had just doubled):
+    2283 (``single``), 2307 (``seqmatch``) and 4230 (``seqgem``) bytes allocated per keyframe,
+    against 1161, 1161 and 2114 used.
     """
     return 4 * dim + KEYFRAME_METADATA_BYTES
 
