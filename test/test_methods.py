@@ -177,6 +177,27 @@ def test_a_toy_method_runs_through_evaluate_and_the_node_core(toy_method):
     assert closures and all(c.query_index - c.match_index == 40 for c in closures)
 
 
+def test_a_toy_method_runs_through_replay_as_in_batch(toy_method, two_runs, tmp_path):
+    from vpr_seq_ros.bagwrite import images_to_bag
+    from vpr_seq_ros.encoders import build_encoder
+    from vpr_seq_ros.pipeline import build_map, encode_run
+    from vpr_seq_ros.replay import replay
+    from vpr_seq_ros.sources import open_source
+
+    ref, query = two_runs
+    cfg = load_config(overrides={'source.image_topic': '/camera/image_raw',
+                                 'matching.method': toy_method, 'sequence.length': 4,
+                                 'matching.top_k': 5})
+    refmap = load_map(build_map(ref, cfg, tmp_path / 'map.npz'))
+    bag = images_to_bag(query, tmp_path / 'query_bag')
+    result = replay(bag, cfg, refmap)
+    assert result.report['method'] == toy_method and result.report['seq_len'] == 4
+    encoded = encode_run(open_source(bag, cfg.source), build_encoder(cfg.encoder))
+    batch = evaluate_encoded(refmap, encoded, cfg).output.matches
+    assert_stream_equals_batch(result.steps, batch)
+    assert batch.valid.sum() == 27
+
+
 def test_the_configuration_validates_methods_against_the_registry(toy_method):
     assert load_config(overrides={'matching.method': toy_method}).matching.method == toy_method
     assert method_class(toy_method) is MeanPoolCosine
@@ -305,3 +326,15 @@ def test_no_module_outside_the_methods_compares_method_names():
         offenders += [f'{rel}: {line.strip()}' for line in path.read_text().splitlines()
                       if pattern.search(line)]
     assert not offenders, offenders
+
+
+def test_the_configuration_imports_no_method_module():
+    import subprocess
+    import sys
+
+    code = ('import sys, vpr_seq_ros.config\n'
+            'heavy = [m for m in sys.modules if m == "numpy" or m.startswith('
+            '"vpr_seq_ros.matching.")]\n'
+            'print(heavy); sys.exit(1 if heavy else 0)')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
