@@ -46,8 +46,7 @@ from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError
 from vpr_seq_ros.matching.methods import SequenceMethod, StreamingMatcher, build_method
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
-from vpr_seq_ros.runtime.decisions import (LoopClosureDecider, QueryKeyframe, distinctiveness,
-                                           place_hypothesis)
+from vpr_seq_ros.runtime.decisions import LoopClosureDecider, QueryKeyframe, place_hypothesis
 from vpr_seq_ros.runtime.outputs import Diagnostics, LoopClosure, PlaceHypothesis, StepResult
 from vpr_seq_ros.runtime.store import FixedStore, KeyframeStore, ReferenceStore
 from vpr_seq_ros.types import Frame, Pose
@@ -260,4 +259,4 @@ class NodeCore:
         return save_map(self.keyframe_map(), path)
 
 
-__all__ = ['NodeCore', 'distinctiveness']
+__all__ = ['NodeCore']
