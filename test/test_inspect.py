@@ -64,10 +64,11 @@ def test_inspect_a_seqgem_float16_map(tmp_path: Path, capsys: pytest.CaptureFixt
     data = json.loads(_inspect(capsys, str(tmp_path / 'm'), '--json'))
     assert data['dtype'] == 'float16' and data['descriptor_dim'] == 8
     assert data['sequence_descriptors'] == {'shape': [12, 8], 'length': 4, 'p': 3.0,
-                                            'window': 'trailing'}
+                                            'window': 'trailing', 'method': 'seqgem'}
     assert data['poses'] is None and data['weights_sha256'] == {}
     text = _inspect(capsys, str(tmp_path / 'm.npz'))
-    assert 'sequence descriptors: 12 x 8 (length=4, p=3, window=trailing)' in text
+    assert 'sequence descriptors: 12 x 8 (method=seqgem, length=4, p=3, window=trailing)' \
+        in text
     assert 'poses:        none' in text and 'frames:       12 descriptors of 8 float16' in text
 
 

@@ -502,7 +502,8 @@ def test_cli_errors_say_what_to_do(tmp_path: Path) -> None:
 def test_training_is_never_imported_by_the_runtime_or_the_node() -> None:
     code = ('import sys, importlib, vpr_seq_ros.runtime, vpr_seq_ros.runtime.core, '
             'vpr_seq_ros.runtime.outputs, vpr_seq_ros.runtime.queue, '
-            'vpr_seq_ros.runtime.streams, vpr_seq_ros.ros, vpr_seq_ros.ros.params, '
+            'vpr_seq_ros.runtime.store, vpr_seq_ros.runtime.decisions, '
+            'vpr_seq_ros.ros, vpr_seq_ros.ros.params, '
             'vpr_seq_ros.pipeline, vpr_seq_ros.cli\n'
             'try:\n    importlib.import_module("vpr_seq_ros.ros.node")\n'
             'except ImportError:\n    pass\n'

@@ -19,12 +19,15 @@ from typing import Any, Mapping
 import yaml
 
 from vpr_seq_ros.errors import ConfigError
+from vpr_seq_ros.matching import method_names
 
 ENCODERS = ('patchnorm', 'npy', 'jist-r18')
 TRANSFORMS = ('none', 'seqmatchnet')
 RUNTIMES = ('torch', 'onnx')
 DEVICES = ('cpu', 'cuda', 'auto')
-METHODS = ('single', 'seqmatch', 'seqgem')
+METHODS = method_names()
+"""The built-in matching methods (kept for the CLI; validation uses :func:`method_names`,
+which also knows methods registered at run time)."""
 WINDOWS = ('trailing', 'centred')
 DISTANCES = ('euclidean', 'sad')
 MAP_DTYPES = ('float32', 'float16')
@@ -187,8 +190,9 @@ class MatchingConfig:
     """How queries are matched against the map.
 
     Attributes:
-        method: ``single`` (nearest frame), ``seqmatch`` (mean aligned frame distance) or
-            ``seqgem`` (generalized-mean sequence descriptor, nearest neighbour).
+        method: a registered method (``vpr_seq_ros.matching.method_names()``): ``single``
+            (nearest frame), ``seqmatch`` (mean aligned frame distance) or ``seqgem``
+            (generalized-mean sequence descriptor, nearest neighbour).
         distance: frame distance for ``seqmatch``: ``euclidean`` or ``sad`` (sum of absolute
             differences, SeqSLAM).
         top_k: candidates kept per query.
@@ -206,7 +210,7 @@ class MatchingConfig:
     seqgem_p: float = 3.0
 
     def __post_init__(self) -> None:
-        _choice('matching', 'method', self.method, METHODS)
+        _choice('matching', 'method', self.method, method_names())
         _choice('matching', 'distance', self.distance, DISTANCES)
         _positive('matching', 'top_k', self.top_k)
         if not self.slopes:
@@ -266,14 +270,21 @@ class KeyframeConfig:
             last kept frame (0 keeps all).
         min_interval_s: without odometry, keep a frame once this much time passed (0 keeps
             all).
+        max_keyframes: slam mode: at most this many keyframes are stored (0: unbounded). Once
+            reached, later keyframes are still matched (and can close loops onto the stored
+            ones) but not stored; the node warns once and counts them in diagnostics
+            (``keyframes_not_stored``). Each stored keyframe takes ``4 D + 61`` bytes plus the
+            method's per-reference state (see ``vpr_seq_ros.runtime.store``).
     """
 
     min_distance_m: float = 0.0
     min_interval_s: float = 0.0
+    max_keyframes: int = 0
 
     def __post_init__(self) -> None:
         _positive('node.keyframe', 'min_distance_m', self.min_distance_m, allow_zero=True)
         _positive('node.keyframe', 'min_interval_s', self.min_interval_s, allow_zero=True)
+        _positive('node.keyframe', 'max_keyframes', self.max_keyframes, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -281,7 +292,9 @@ class LoopClosureConfig:
     """Loop-closure candidates in ``slam`` mode.
 
     Attributes:
-        exclude_recent_s: never match the keyframes of the last this many seconds.
+        exclude_recent_s: never match the keyframes of the last this many seconds of the
+            current time session (a backwards time jump, e.g. a bag played again, starts a new
+            session; keyframes of earlier sessions stay matchable).
         exclude_recent_m: never match keyframes within this path length (odometry) of now.
         min_streak: publish only after this many consecutive keyframes matched consistently.
         streak_tolerance: consecutive matches are consistent when the matched index advanced

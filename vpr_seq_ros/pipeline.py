@@ -20,12 +20,10 @@ import numpy as np
 from vpr_seq_ros import __version__
 from vpr_seq_ros.config import (Config, ResolvedConfig, SourceConfig, flatten, resolve_config,
                                 to_dict)
-from vpr_seq_ros.config import replace as config_replace
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError, SourceError
 from vpr_seq_ros.evaluation import Metrics, compute_metrics, ground_truth, report_dict
-from vpr_seq_ros.matching import MatchOutput, match_runs
-from vpr_seq_ros.matching.seqgem import sequence_descriptors
+from vpr_seq_ros.matching.methods import MatchOutput, build_method
 from vpr_seq_ros.matching.windows import check_length
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, map_output_path, save_map
 from vpr_seq_ros.sources import BAG_SUFFIXES, FrameSource, open_source
@@ -152,14 +150,10 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
         on_start(len(source))
     run = encode_run(source, encoder, cfg.encoder.batch_size, progress, cfg.map.dtype)
     check_length(len(run), cfg.sequence.length, f'reference run {source_path}')
-    seq = None
     extra: dict[str, Any] = {}
-    if cfg.matching.method == 'seqgem':
-        p = encoder.seqgem_p if encoder.seqgem_p is not None else cfg.matching.seqgem_p
-        seq, _ = sequence_descriptors(run.descriptors, cfg.sequence.length, p, run.segments,
-                                      'trailing')
-        extra['sequence_descriptors'] = {'length': cfg.sequence.length, 'p': float(p),
-                                         'window': 'trailing'}
+    pre = build_method(cfg, encoder.seqgem_p).precompute(run)
+    if pre is not None:
+        extra['sequence_descriptors'] = pre.info
     origin = getattr(source, 'geo_origin', None)
     dropped = source.dropped()
     if dropped:
@@ -169,7 +163,7 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
                              config=_stored_config(cfg),
                              geo_origin=tuple(float(v) for v in origin) if origin else None,
                              dropped_frames=dropped, **extra)
-    return save_map(ReferenceMap(run, manifest, seq), out)
+    return save_map(ReferenceMap(run, manifest, None if pre is None else pre.descriptors), out)
 
 
 def map_geo_origin(refmap: ReferenceMap) -> tuple[float, float, float] | None:
@@ -341,17 +335,15 @@ def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
     """
     if keep_matrix is None:
         keep_matrix = len(refmap) * len(query) <= MAX_PLOT_MATRIX
-    k = evaluation_k(cfg)
-    wide = cfg if k == cfg.matching.top_k else \
-        config_replace(cfg, **{'matching.top_k': k})
+    method = build_method(cfg, seqgem_p)
     started = time.perf_counter()
-    output = match_runs(refmap.run, query, wide, seqgem_p, keep_matrix)
+    output = method.match(refmap.run, query, evaluation_k(cfg), keep_matrix)
     match_s = time.perf_counter() - started
     positives = ground_truth(refmap.run, query, cfg.evaluation, output.ref_valid)
     metrics = compute_metrics(output.matches, positives, cfg.evaluation.recall_at)
     report = report_dict(
         metrics, method=cfg.matching.method,
-        seq_len=1 if cfg.matching.method == 'single' else cfg.sequence.length,
+        seq_len=method.window_length,
         window=cfg.sequence.window, ground_truth=ground_truth_dict(cfg),
         top_k=cfg.matching.top_k, config=to_dict(cfg), version=__version__,
         map_manifest_sha256=manifest_digest(refmap),

@@ -225,7 +225,7 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
     if cfg.node.mode == 'localization':
         core_cfg = config_replace(cfg, **{'matching.top_k': evaluation_k(cfg)})
     core = NodeCore(core_cfg, encoder, refmap)  # refuses a map of another encoder first
-    window = core.diagnostics.sequence_length
+    window = core.window_length
     result = ReplayResult(notes=notes)
     origin: list[float] = list(geo_origin) if geo_origin else []
     pose_ns: list[int] = []
@@ -310,7 +310,7 @@ def _score(result: ReplayResult, core: NodeCore, cfg: Config, refmap: ReferenceM
     lat = np.asarray(result.latencies_ms) if result.latencies_ms else np.zeros(1)
     report: dict[str, Any] = {
         'mode': cfg.node.mode, 'method': cfg.matching.method,
-        'seq_len': core.diagnostics.sequence_length, 'top_k': cfg.matching.top_k,
+        'seq_len': core.window_length, 'top_k': cfg.matching.top_k,
         'keyframes': len(result.keyframes),
         'latency_ms': {'p50': float(np.percentile(lat, 50)), 'p99': float(np.percentile(lat, 99)),
                        'max': float(lat.max())},

@@ -79,7 +79,13 @@ class StepResult:
 
 @dataclass
 class Diagnostics:
-    """Counters and gauges the node reports on ``/diagnostics``."""
+    """Counters and gauges the node reports on ``/diagnostics``.
+
+    ``map_size`` is the number of references (map frames, or keyframes stored in slam mode);
+    ``keyframes_not_stored`` counts slam keyframes matched but not stored because the store
+    reached ``node.keyframe.max_keyframes``; ``sessions`` counts time sessions (1 + backwards
+    time jumps).
+    """
 
     frames_received: int = 0
     keyframes: int = 0
@@ -94,6 +100,8 @@ class Diagnostics:
     buffer_fill: int = 0
     sequence_length: int = 0
     map_size: int = 0
+    keyframes_not_stored: int = 0
+    sessions: int = 1
     extra: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
