@@ -28,8 +28,8 @@ from vpr_seq_ros.messages.images import decode_any
 from vpr_seq_ros.messages.outputs import (OUTPUT_TYPES, TOPIC_DIAGNOSTICS, diagnostics,
                                           rosbags_factory, step_messages)
 from vpr_seq_ros.matching.windows import check_length
-from vpr_seq_ros.pipeline import (bag_topic_types, evaluation_k, ground_truth_dict,
-                                  manifest_digest, query_source_config)
+from vpr_seq_ros.pipeline import (MAX_PLOT_MATRIX, bag_topic_types, evaluation_k,
+                                  ground_truth_dict, manifest_digest, query_source_config)
 from vpr_seq_ros.refmap import ReferenceMap
 from vpr_seq_ros.runtime.core import NodeCore
 from vpr_seq_ros.runtime.outputs import LoopClosure, StepResult
@@ -60,6 +60,8 @@ class ReplayResult:
         frame_indices: each keyframe's frame index in the run (for same-index ground truth).
         keyframe_poses: ``(K, 4)`` poses interpolated at the keyframes, when the run has them.
         notes: settings inherited from the map that did not apply to this run.
+        columns: each keyframe's ``(N,)`` distances (None before a full window), when the map
+            is small enough for a plot of the distance matrix.
         steps: the node core's result for every keyframe.
         metrics: localization metrics (when the bag and the map have poses).
         report: the JSON report.
@@ -77,6 +79,7 @@ class ReplayResult:
     matches: Matches | None = None
     frame_indices: list[int] = field(default_factory=list)
     keyframe_poses: np.ndarray | None = None
+    columns: list[np.ndarray | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -237,6 +240,8 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
     try:
         total = _count_frames(run, source_cfg, reader, source)
         check_length(total, window, f'query run {run}')
+        core.record_distances = refmap is not None and \
+            len(refmap) * total <= MAX_PLOT_MATRIX  # a distance matrix for the plot
         out_bag = _ResultBag(Path(out_dir) / 'result_bag') if out_dir is not None else None
         if on_start:
             on_start(total)
@@ -267,8 +272,10 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
             if step.keyframe:
                 result.keyframes.append(stamp)
                 result.frame_indices.append(index)
-                result.steps.append(step)
+                result.steps.append(dc_replace(step, distances=None))
                 result.latencies_ms.append(step.encode_ms + step.match_ms)
+                if core.record_distances:
+                    result.columns.append(step.distances)
             if out_bag is not None:
                 published = _published(step, top_k)
                 for out in step_messages(out_bag.make, published, cfg.node.map_frame,

@@ -43,10 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vpr_seq_ros.errors import ConfigError
-    from vpr_seq_ros.evaluation import plot_results, write_predictions
+    import numpy as np
+
+    from vpr_seq_ros.evaluation import write_predictions
+    from vpr_seq_ros.plots import (closure_tuples, matrix_from_columns, plot_evaluation,
+                                   plot_slam, plot_trajectory)
     from vpr_seq_ros.pipeline import ground_truth_text, resolve_for_map
     from vpr_seq_ros.refmap import load_map
-    from vpr_seq_ros.replay import replay, write_report
+    from vpr_seq_ros.replay import closures_of, replay, write_report
     from vpr_seq_ros.writing import OutputFolder
 
     if args.mode == 'slam' and args.map:
@@ -78,13 +82,20 @@ def run(args: argparse.Namespace) -> int:
         if result.matches is not None:
             write_predictions(result.matches.top(cfg.matching.top_k),
                               folder / 'predictions.csv')
+        title = f'replay {args.run}: {report["method"]} L={report["seq_len"]}'
         if result.metrics is not None:
             m = result.metrics
             print('  '.join(f'R@{k} {v:.3f}' for k, v in m.recall_at.items()) +
                   f'  AP {m.average_precision:.3f}  ({m.num_evaluated} of {m.num_queries} '
                   'keyframes counted)')
-            plot_results(folder / 'plot.png', m, result.matches, None, result.positives,
-                         f'replay {args.run}: {report["method"]} L={report["seq_len"]}')
+            matrix = matrix_from_columns(result.columns, len(refmap)) \
+                if result.columns else None
+            plot_evaluation(folder / 'plot.png', m, result.matches, matrix, result.positives,
+                            title, query_label='query keyframe')
+            if refmap.run.poses is not None and result.keyframe_poses is not None:
+                plot_trajectory(folder / 'trajectory.png', refmap.run.poses,
+                                result.keyframe_poses, result.matches.top(1), m, title=title,
+                                ref_segments=refmap.run.segments)
         elif cfg.node.mode == 'localization':
             print(f'not scored: {report["note"]}')
         if cfg.node.mode == 'slam':
@@ -92,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
             print(f'loop closures: {report["loop_closures"]}' +
                   (f', precision {precision:.3f} within {report["ground_truth"]["radius_m"]} m'
                    if precision is not None else ''))
+            stamps = np.asarray(result.keyframes, np.int64)
+            closures = closure_tuples(closures_of(result), stamps, result.keyframe_poses,
+                                      cfg.evaluation.radius_m)
+            plot_slam(folder / 'plot.png', result.keyframe_poses, closures,
+                      len(result.keyframes), stamps, title)
         if result.result_bag is not None:
             report['result_bag'] = str(out.path / 'result_bag')  # where it is once renamed
         write_report(result, folder)

@@ -100,6 +100,9 @@ class NodeCore:
         self._odom_pose: Pose | None = None
         self._path = PathLength()
         self._keyframe_index = -1
+        self.record_distances = False
+        """Attach each keyframe's ``(N,)`` distances to its step (replay's plot); off live."""
+        self._last_distances: np.ndarray | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> NodeCore:
@@ -195,6 +198,7 @@ class NodeCore:
         data = frame.image if frame.image is not None else frame.descriptor
         descriptor = self.encoder.encode([data])[0]
         encoded = time.perf_counter()
+        self._last_distances = None
         hypothesis, closures = self._match(frame, descriptor)
         done = time.perf_counter()
         diag.last_encode_ms = 1e3 * (encoded - started)
@@ -205,7 +209,8 @@ class NodeCore:
         diag.hypotheses += hypothesis is not None
         diag.loop_closures += len(closures)
         return StepResult(frame.stamp_ns, True, hypothesis, closures, reset,
-                          diag.last_encode_ms, diag.last_match_ms)
+                          diag.last_encode_ms, diag.last_match_ms,
+                          self._last_distances if self.record_distances else None)
 
     # ---------------------------------------------------------------------------- stages
     def _match(self, frame: Frame, descriptor: np.ndarray) -> Decision:
@@ -214,6 +219,7 @@ class NodeCore:
             self._open(KeyframeStore(len(descriptor), self.cfg.node.keyframe.max_keyframes))
         assert self.store is not None and self.matcher is not None
         distances = self.matcher.push(descriptor, self._segment)
+        self._last_distances = distances
         if not isinstance(self.store, KeyframeStore):
             if distances is None:
                 return None, ()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from vpr_seq_ros.types import Pose
 
 
@@ -66,6 +68,8 @@ class StepResult:
         reset: the sequence buffer was reset before this frame (time jump backwards).
         encode_ms: encoder time for this frame.
         match_ms: matching time for this frame.
+        distances: ``(N,)`` distance of every reference anchor (inf where none), only when
+            the core records them (``NodeCore.record_distances``, for replay's plot).
     """
 
     stamp_ns: int
@@ -75,6 +79,7 @@ class StepResult:
     reset: bool = False
     encode_ms: float = 0.0
     match_ms: float = 0.0
+    distances: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
