@@ -228,7 +228,41 @@ def test_config_validation():
         VerificationConfig(feature='surf')
     with pytest.raises(ConfigError, match='ratio'):
         VerificationConfig(ratio=1.0)
-    with pytest.raises(ConfigError, match='intrinsics'):
-        VerificationConfig(intrinsics=(1.0, 2.0))
+    with pytest.raises(ConfigError, match='camera_fx'):
+        VerificationConfig(camera_fx=300.0)
+    cfg = VerificationConfig(camera_fx=300.0, camera_fy=310.0, camera_cx=160.0, camera_cy=120.0)
+    cam = CameraIntrinsics.from_config(cfg, 320, 240)
+    assert (cam.fx, cam.fy, cam.cx, cam.cy, cam.width) == (300.0, 310.0, 160.0, 120.0, 320)
+    assert CameraIntrinsics.from_config(VerificationConfig(), 320, 240) is None
     with pytest.raises(ConfigError, match='keep_recent'):
         VerificationConfig(max_keyframes=4, keep_recent=4)
+
+
+def test_config_loads_through_the_schema_loader():
+    """The main schema's loader (YAML / overrides / ROS parameters) can build this section."""
+    from vpr_seq_ros.config import _from_dict, flatten
+
+    cfg = _from_dict(VerificationConfig, {'enabled': 'true', 'feature': 'sift',
+                                          'min_inliers': '25', 'camera_fx': 300,
+                                          'camera_fy': 300.0}, 'node.verification')
+    assert (cfg.enabled, cfg.feature, cfg.min_inliers, cfg.camera_fx) == (True, 'sift', 25, 300.0)
+    assert flatten(cfg)['max_per_second'] == 10.0
+    with pytest.raises(ConfigError, match='node.verification.ransac'):
+        _from_dict(VerificationConfig, {'ransac': 2.0}, 'node.verification')
+
+
+def test_degenerate_point_sets_are_rejected_not_raised():
+    """Collinear or coincident matches: RANSAC fails or finds nothing; no exception escapes."""
+    rng = np.random.default_rng(2)
+    desc = rng.integers(0, 256, (60, 32), dtype=np.uint8)
+    line = np.column_stack([np.linspace(10, 300, 60), np.full(60, 100.0)]).astype(np.float32)
+    same = np.full((60, 2), 50.0, np.float32)
+    cam = CameraIntrinsics.from_camera_info(K.ravel().tolist(), *SIZE)
+    for points in (line, same):
+        f = Features('orb', points, desc, SIZE)
+        for verifier in (Verifier(CFG), Verifier(CFG, cam)):
+            v = verifier.verify(f, f)
+            assert v.num_matches == 60
+            assert not v.accepted
+            # OpenCV 5's USAC returns no model (or asserts) here: degenerate
+            assert v.reason in (Reason.DEGENERATE, Reason.TOO_FEW_INLIERS)

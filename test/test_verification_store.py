@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vpr_seq_ros.verification import (FeatureStore, Features, VerificationError, load_features,
+from vpr_seq_ros.verification import (FeatureStore, Features, VerificationConfig,
+                                      VerificationError, build_feature_store, load_features,
                                       save_features)
 
 
@@ -119,3 +120,16 @@ def test_bad_inputs():
     arrays['format_version'] = np.asarray(99)
     with pytest.raises(VerificationError, match='version'):
         FeatureStore.from_arrays(arrays)
+
+
+def test_build_feature_store_for_a_map(tmp_path):
+    rng = np.random.default_rng(5)
+    frames = [(i, (rng.random((96, 128)) * 255).astype(np.uint8)) for i in range(4)]
+    store = build_feature_store(frames, VerificationConfig(max_features=60, max_image_width=0))
+    assert store.indices.tolist() == [0, 1, 2, 3] and store.evicted == 0
+    info = store.summary()
+    assert info['feature'] == 'orb' and info['keyframes'] == 4
+    assert 0 < info['keypoints_per_keyframe'] <= 60
+    assert info['bytes_per_keyframe'] == pytest.approx(info['keypoints_per_keyframe'] * 36)
+    back = load_features(save_features(store, tmp_path / 'f.npz'))
+    assert back.summary()['bytes'] == info['bytes']

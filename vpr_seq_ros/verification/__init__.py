@@ -6,22 +6,34 @@
 * :mod:`.worker`: :class:`VerificationStage`: budget, bounded queue, synchronous or threaded.
 * :mod:`.evaluate`: precision / recall of closures against ground truth.
 * :mod:`.config`: :class:`VerificationConfig` (``node.verification``).
+
+Names are imported lazily, so the configuration schema can import :mod:`.config` without
+loading OpenCV.
 """
 
 from __future__ import annotations
 
-from vpr_seq_ros.verification.config import VerificationConfig
-from vpr_seq_ros.verification.errors import VerificationError
-from vpr_seq_ros.verification.geometry import (CameraIntrinsics, FeatureExtractor, Features,
-                                               Model, Reason, Verification, Verifier,
-                                               rotation_to_quaternion)
-from vpr_seq_ros.verification.store import FeatureStore, load_features, save_features
-from vpr_seq_ros.verification.worker import (RateBudget, VerificationCounters,
-                                             VerificationRequest, VerificationResult,
-                                             VerificationStage)
+import importlib
+from typing import Any
 
-__all__ = ['CameraIntrinsics', 'FeatureExtractor', 'FeatureStore', 'Features', 'Model',
-           'RateBudget', 'Reason', 'Verification', 'VerificationConfig',
-           'VerificationCounters', 'VerificationError', 'VerificationRequest',
-           'VerificationResult', 'VerificationStage', 'Verifier', 'load_features',
-           'rotation_to_quaternion', 'save_features']
+_EXPORTS = {
+    'VerificationConfig': 'config',
+    'VerificationError': 'errors',
+    'CameraIntrinsics': 'geometry', 'FeatureExtractor': 'geometry', 'Features': 'geometry',
+    'Model': 'geometry', 'Reason': 'geometry', 'Verification': 'geometry',
+    'Verifier': 'geometry', 'rotation_to_quaternion': 'geometry',
+    'FeatureStore': 'store', 'build_feature_store': 'store', 'load_features': 'store',
+    'save_features': 'store',
+    'RateBudget': 'worker', 'VerificationCounters': 'worker', 'VerificationRequest': 'worker',
+    'VerificationResult': 'worker', 'VerificationStage': 'worker',
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    return getattr(importlib.import_module(f'{__name__}.{module}'), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -59,10 +59,12 @@ class VerificationConfig:
         keep_recent: the newest keyframes never evicted (they are the queries in flight).
         max_index_offset: a candidate whose keyframe was evicted is verified against the
             nearest stored keyframe within this many keyframe indices (0: exact only).
-        intrinsics: ``[fx, fy, cx, cy]`` in pixels when no ``sensor_msgs/CameraInfo`` is
-            available (empty: use the CameraInfo topic, or the fundamental matrix without one).
-        distortion: distortion coefficients (OpenCV order ``k1 k2 p1 p2 [k3 ...]``) going with
-            ``intrinsics``.
+        camera_fx: focal length x (pixels) of rectified images when no
+            ``sensor_msgs/CameraInfo`` is available (0: use the CameraInfo topic, or the
+            fundamental matrix without one; a camera with distortion needs CameraInfo).
+        camera_fy: focal length y, pixels (0: not set).
+        camera_cx: principal point x, pixels.
+        camera_cy: principal point y, pixels.
     """
 
     enabled: bool = False
@@ -84,8 +86,10 @@ class VerificationConfig:
     eviction: str = 'thin'
     keep_recent: int = 16
     max_index_offset: int = 2
-    intrinsics: tuple[float, ...] = ()
-    distortion: tuple[float, ...] = ()
+    camera_fx: float = 0.0
+    camera_fy: float = 0.0
+    camera_cx: float = 0.0
+    camera_cy: float = 0.0
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
@@ -114,14 +118,12 @@ class VerificationConfig:
         _check('keep_recent', 0 <= self.keep_recent < self.max_keyframes, self.keep_recent,
                '>= 0 and below max_keyframes')
         _check('max_index_offset', self.max_index_offset >= 0, self.max_index_offset, '>= 0')
-        if self.intrinsics and len(self.intrinsics) != 4:
-            raise ConfigError(f'{_SECTION}.intrinsics must be [fx, fy, cx, cy] in pixels or '
-                              f'empty, got {list(self.intrinsics)}')
-        if self.intrinsics and min(self.intrinsics[:2]) <= 0:
-            raise ConfigError(f'{_SECTION}.intrinsics: fx and fy must be > 0, got '
-                              f'{list(self.intrinsics)}')
-        if self.distortion and not self.intrinsics:
-            raise ConfigError(f'{_SECTION}.distortion needs intrinsics as well')
-        if self.distortion and len(self.distortion) not in (4, 5, 8, 12, 14):
-            raise ConfigError(f'{_SECTION}.distortion must hold 4, 5, 8, 12 or 14 '
-                              f'coefficients (OpenCV order), got {len(self.distortion)}')
+        focal = (self.camera_fx, self.camera_fy)
+        if min(focal) < 0 or (max(focal) > 0 and min(focal) == 0):
+            raise ConfigError(f'{_SECTION}.camera_fx and camera_fy must both be > 0 (or both 0: '
+                              f'intrinsics from CameraInfo), got {focal}')
+
+    @property
+    def has_intrinsics(self) -> bool:
+        """Whether camera intrinsics are given as parameters."""
+        return self.camera_fx > 0 and self.camera_fy > 0

@@ -152,6 +152,15 @@ class CameraIntrinsics:
         return cls(fx, fy, cx, cy, int(width), int(height),
                    tuple(float(v) for v in distortion))
 
+    @classmethod
+    def from_config(cls, cfg: VerificationConfig, width: int, height: int
+                    ) -> CameraIntrinsics | None:
+        """The camera given as parameters (``camera_fx`` ...), or None when not set."""
+        if not cfg.has_intrinsics:
+            return None
+        return cls(cfg.camera_fx, cfg.camera_fy, cfg.camera_cx, cfg.camera_cy, int(width),
+                   int(height))
+
     @property
     def matrix(self) -> np.ndarray:
         """``(3, 3)`` float64 camera matrix K."""
@@ -528,16 +537,19 @@ class Verifier:
         cam = self.intrinsics
         q_px = cam.undistort(query.keypoints[qi]) if cam else query.keypoints[qi].astype(float)
         m_px = cam.undistort(match.keypoints[mi]) if cam else match.keypoints[mi].astype(float)
-        if cam is None:
-            model, mask = cv2.findFundamentalMat(
-                q_px, m_px, self._method, cfg.ransac_threshold_px, cfg.ransac_confidence,
-                cfg.ransac_max_iters)
-            out['model'] = Model.FUNDAMENTAL
-        else:
-            model, mask = cv2.findEssentialMat(
-                q_px, m_px, cam.matrix, self._method, cfg.ransac_confidence,
-                cfg.ransac_threshold_px, cfg.ransac_max_iters)
-            out['model'] = Model.ESSENTIAL
+        out['model'] = Model.FUNDAMENTAL if cam is None else Model.ESSENTIAL
+        try:
+            if cam is None:
+                model, mask = cv2.findFundamentalMat(
+                    q_px, m_px, self._method, cfg.ransac_threshold_px, cfg.ransac_confidence,
+                    cfg.ransac_max_iters)
+            else:
+                model, mask = cv2.findEssentialMat(
+                    q_px, m_px, cam.matrix, self._method, cfg.ransac_confidence,
+                    cfg.ransac_threshold_px, cfg.ransac_max_iters)
+        except cv2.error as err:  # e.g. USAC asserting on a degenerate point set
+            log.debug('RANSAC failed: %s', err)
+            return {**out, 'reason': Reason.DEGENERATE}
         if model is None or mask is None or model.shape[0] < 3:
             return {**out, 'reason': Reason.DEGENERATE}
         inliers = mask.ravel().astype(bool)
@@ -593,10 +605,14 @@ class Verifier:
                 continue
             src_px, dst_px = (q_px, m_px) if side == 'query' else (m_px, q_px)
             points = _backproject(src_px[valid], depth[valid], k)
-            ok, rvec, tvec, pnp_inliers = cv2.solvePnPRansac(
-                points, dst_px[valid], k, None, iterationsCount=self.cfg.ransac_max_iters,
-                reprojectionError=2.0 * self.cfg.ransac_threshold_px,
-                confidence=self.cfg.ransac_confidence)
+            try:
+                ok, rvec, tvec, pnp_inliers = cv2.solvePnPRansac(
+                    points, dst_px[valid], k, None, iterationsCount=self.cfg.ransac_max_iters,
+                    reprojectionError=2.0 * self.cfg.ransac_threshold_px,
+                    confidence=self.cfg.ransac_confidence)
+            except cv2.error as err:
+                log.debug('PnP-RANSAC failed: %s', err)
+                continue
             count = 0 if pnp_inliers is None else len(pnp_inliers)
             if not ok or count < self.cfg.min_pnp_inliers:
                 continue

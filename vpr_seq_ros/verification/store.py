@@ -24,12 +24,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from vpr_seq_ros.verification.config import EVICTIONS, VerificationConfig
 from vpr_seq_ros.verification.errors import VerificationError
-from vpr_seq_ros.verification.geometry import DESCRIPTOR_WIDTH, Features
+from vpr_seq_ros.verification.geometry import DESCRIPTOR_WIDTH, FeatureExtractor, Features
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,21 @@ class FeatureStore:
     def nbytes(self) -> int:
         """Bytes of keypoints, descriptors and depths held."""
         return self._nbytes
+
+    @property
+    def num_keypoints(self) -> int:
+        """Keypoints held over all keyframes."""
+        return sum(len(e.keypoints_q) for e in self._entries.values())
+
+    def summary(self) -> dict[str, float | str]:
+        """Feature type, keyframes, keypoints and bytes (per keyframe too), for reports such
+        as ``vpr-seq inspect``."""
+        n = len(self)
+        return {'feature': self.feature, 'keyframes': n, 'bytes': self._nbytes,
+                'bytes_per_keyframe': self.bytes_per_keyframe,
+                'keypoints_per_keyframe': self.num_keypoints / n if n else 0.0,
+                'max_keyframes': self.max_keyframes, 'eviction': self.eviction,
+                'evicted': self.evicted}
 
     @property
     def bytes_per_keyframe(self) -> float:
@@ -270,6 +286,25 @@ class FeatureStore:
             store._remove(store._victim())
             store.evicted += 1
         return store
+
+
+def build_feature_store(frames: Iterable[tuple[int, np.ndarray]], cfg: VerificationConfig,
+                        max_keyframes: int | None = None) -> FeatureStore:
+    """Features of every frame of a run, e.g. a reference map's frames for ``build-map``.
+
+    Args:
+        frames: ``(index, image)`` pairs; images ``(H, W, 3)`` uint8 RGB or ``(H, W)`` grey.
+        cfg: feature settings (feature, max_features, max_image_width).
+        max_keyframes: bound (default: no eviction, however many frames come).
+
+    Returns:
+        The filled store.
+    """
+    extractor = FeatureExtractor(cfg)
+    store = FeatureStore(cfg.feature, max_keyframes or 2**62, cfg.eviction)
+    for index, image in frames:
+        store.add(int(index), extractor.extract(image))
+    return store
 
 
 def save_features(store: FeatureStore, path: str | Path) -> Path:
