@@ -74,7 +74,12 @@ def test_sync_stage_verifies_in_order_under_a_fake_clock_budget(images):
     c = stage.counters
     assert (c.keyframes_added, c.submitted, c.refused_budget, c.verified, c.accepted,
             c.rejected) == (3, 2, 2, 2, 1, 1)
-    assert c.as_dict()['verification.refused_budget'] == 2.0
+    diag = stage.diagnostics()
+    assert diag['verification.refused_budget'] == 2.0
+    assert diag['verification.reason.accepted'] == 1.0
+    assert diag['verification.store.keyframes'] == 3.0
+    assert diag['verification.store.bytes_per_keyframe'] == \
+        pytest.approx(diag['verification.store.keypoints_per_keyframe'] * 36)
 
 
 def test_default_budget_clock_is_the_data_stamp(images):

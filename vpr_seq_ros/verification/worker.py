@@ -243,6 +243,16 @@ class VerificationStage:
             out, self._results = self._results, []
         return out
 
+    def diagnostics(self) -> dict[str, float]:
+        """Counters and feature-store size as flat ``verification.*`` keys (thread-safe)."""
+        with self._lock:
+            out = self.counters.as_dict()
+            summary = self.store.summary()
+            out['verification.queue'] = float(len(self._pending))
+        for key in ('keyframes', 'bytes', 'bytes_per_keyframe', 'keypoints_per_keyframe'):
+            out[f'verification.store.{key}'] = float(summary[key])
+        return out
+
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until the worker has nothing left to do (replay end, tests).
 
@@ -267,15 +277,17 @@ class VerificationStage:
     # ------------------------------------------------------------------------ work
     def _store_keyframe(self, index: int, image: np.ndarray, depth: np.ndarray | None) -> None:
         features = self._extractor.extract(image, depth)
-        evicted = self.store.add(index, features)
-        self.counters.keyframes_added += 1
-        self.counters.keyframes_evicted += len(evicted)
+        with self._lock:
+            evicted = self.store.add(index, features)
+            self.counters.keyframes_added += 1
+            self.counters.keyframes_evicted += len(evicted)
 
     def _verify(self, request: VerificationRequest) -> VerificationResult:
-        query = self.store.get(request.query_index)
-        source = self.reference if self.reference is not None else self.store
-        match_index = source.nearest(request.match_index, self.cfg.max_index_offset)
-        match = source.get(match_index) if match_index is not None else None
+        with self._lock:  # the worker adds keyframes; readers take the lock too
+            query = self.store.get(request.query_index)
+            source = self.reference if self.reference is not None else self.store
+            match_index = source.nearest(request.match_index, self.cfg.max_index_offset)
+            match = source.get(match_index) if match_index is not None else None
         if query is None or match is None:
             return VerificationResult(request, Verification(False, Reason.MISSING_FEATURES))
         return VerificationResult(request, self._verifier.verify(query, match), match_index)
