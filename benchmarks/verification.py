@@ -28,6 +28,7 @@ Run: ``python benchmarks/verification.py [--data ../shared/data] [--only gardens
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -282,7 +283,8 @@ def main() -> None:
     parts = set(args.only.split(','))
     if parts - {'demo'} and not args.data.is_dir():
         raise SystemExit(f'{args.data} not found; pass --data')
-    print(f'CPU: {cpu_flags()}; {cv2.getNumThreads()} OpenCV threads')
+    print(f'CPU: {cpu_flags()}; {os.cpu_count()} cores, {cv2.getNumThreads()} OpenCV threads; '
+          f'load average {os.getloadavg()[0]:.1f} (other work on the machine slows figures)')
     cfg = VerificationConfig(enabled=True, feature=args.feature, max_features=args.max_features,
                              min_inliers=args.min_inliers, max_per_second=0.0,
                              max_keyframes=5000, queue_depth=8)
