@@ -2,11 +2,19 @@
 
 How the node core uses it (the same calls in replay and live)::
 
-    stage = VerificationStage(cfg.node.verification, intrinsics, threaded=live)
-    stage.add_keyframe(kf_index, image, depth)          # every keyframe (slam: also targets)
-    stage.submit(VerificationRequest(kf_index, match_index, stamp_ns, tag=closure))
-    for result in stage.poll():                         # each later step (or at the end)
-        publish(result) if result.accepted else report(result)
+    vcfg = cfg.node.verification
+    stage = VerificationStage(vcfg, CameraIntrinsics.from_config(vcfg, width, height),
+                              reference=map_features_or_None, threaded=live)
+    # CameraInfo arrived: stage.set_intrinsics(CameraIntrinsics.from_camera_info(
+    #     msg.k, msg.width, msg.height, msg.d, msg.distortion_model))
+    stage.add_keyframe(kf_index, image, depth)          # every keyframe, same index as the map
+    stage.submit(VerificationRequest(kf_index, match_index, stamp_ns, match_stamp_ns,
+                                     score, tag=closure))  # False: refused by the budget
+    for result in stage.poll():                         # each step (replay: right away)
+        v = result.verification                         # accepted, reason, R, t, covariance
+        publish(result.request.tag, v) if result.accepted else report(result.request, v.reason)
+    stage.diagnostics()                                 # flat verification.* counters
+    stage.close()                                       # shutdown (threaded)
 
 Two modes:
 
