@@ -106,6 +106,38 @@ def bench_cost(gp: Path, cfg: VerificationConfig, pairs: int = 20) -> None:
                   f'{np.percentile(times, 90):.1f} | {max(times):.1f} |')
 
 
+def bench_caller_latency(gp: Path, cfg: VerificationConfig, frames: int = 60) -> None:
+    """What the image callback pays with the threaded stage: ``add_keyframe`` + ``submit``
+    calls while the worker extracts and verifies, keyframes offered faster than it keeps up."""
+    images = []
+    for i in range(0, 200, 200 // 20):
+        img = cv2.imread(str(gp / 'day_left' / f'Image{i:03d}.jpg'), cv2.IMREAD_COLOR)
+        images.append(cv2.cvtColor(cv2.resize(img, (640, 480), interpolation=cv2.INTER_AREA),
+                                   cv2.COLOR_BGR2RGB))
+    stage = VerificationStage(cfg, None, threaded=True)
+    call_ms = []
+    started = time.perf_counter()
+    try:
+        for k in range(frames):
+            t0 = time.perf_counter()
+            stage.add_keyframe(k, images[k % len(images)])
+            if k >= 10:
+                stage.submit(VerificationRequest(k, k - 10, int(k * 1e8)))  # 10 Hz stamps
+            call_ms.append(1e3 * (time.perf_counter() - t0))
+            time.sleep(0.02)  # the callback's own work; keyframes at up to 50 Hz
+        stage.wait_idle(120.0)
+    finally:
+        stage.close()
+    c = stage.counters
+    print(f'\n## caller latency, threaded stage ({frames} keyframes of 640x480 offered in '
+          f'{time.perf_counter() - started:.1f} s; budget {cfg.max_per_second:g}/s of data '
+          f'time, queue {cfg.queue_depth})')
+    print(f'add_keyframe + submit per frame: median {np.median(call_ms):.2f} ms, max '
+          f'{max(call_ms):.2f} ms; keyframes stored {c.keyframes_added}, dropped '
+          f'{c.keyframes_dropped}; candidates verified {c.verified}, refused by budget '
+          f'{c.refused_budget}, dropped from queue {c.dropped_queue}')
+
+
 # ------------------------------------------------------------------------------ (b) closures
 
 
@@ -295,6 +327,7 @@ def main() -> None:
     gp = args.data / 'gardens_point_walking'
     if 'cost' in parts and gp.is_dir():
         bench_cost(gp, cfg)
+        bench_caller_latency(gp, VerificationConfig(**{**vars(cfg), 'max_per_second': 5.0}))
     if 'gardens' in parts and gp.is_dir():
         settings = {'fundamental (no K)': (cfg, None)}
         if args.assumed_k:

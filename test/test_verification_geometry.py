@@ -68,6 +68,7 @@ def test_essential_matrix_recovers_rotation_and_direction(scene):
         cov = v.covariance
         assert cov.shape == (6, 6) and np.allclose(cov, cov.T)
         assert np.all(np.linalg.eigvalsh(cov) > 0)
+        assert np.allclose(v.information @ cov, np.eye(6), atol=1e-6)
         # the scale along t is unobserved: variance near the prior's; rotation well observed
         assert v.translation @ cov[:3, :3] @ v.translation > 0.5 * 1e4
         assert np.all(np.sqrt(np.diag(cov)[3:]) < math.radians(2.0))

@@ -241,6 +241,15 @@ class Verification:
         return self.num_inliers
 
     @property
+    def information(self) -> np.ndarray | None:
+        """``(6, 6)`` information matrix (inverse covariance, e.g. RTAB-Map's
+        ``Link.information``), or None without a pose."""
+        if self.covariance is None:
+            return None
+        info = np.linalg.inv(self.covariance)
+        return (info + info.T) / 2
+
+    @property
     def rotation_angle_deg(self) -> float | None:
         """Angle of ``rotation`` in degrees, or None without a pose."""
         if self.rotation is None:
