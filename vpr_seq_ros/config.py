@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from vpr_seq_ros.errors import ConfigError
+from vpr_seq_ros.verification.config import VerificationConfig
 from vpr_seq_ros.matching import method_names
 
 ENCODERS = ('patchnorm', 'npy', 'jist-r18')
@@ -340,6 +341,7 @@ class NodeConfig:
         publish_markers: publish ``~/markers``.
         keyframe: keyframe gating.
         loop_closure: loop-closure candidates.
+        verification: geometric verification of loop-closure candidates (slam mode).
     """
 
     mode: str = 'localization'
@@ -351,6 +353,7 @@ class NodeConfig:
     publish_markers: bool = True
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     loop_closure: LoopClosureConfig = field(default_factory=LoopClosureConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
 
     def __post_init__(self) -> None:
         _choice('node', 'mode', self.mode, NODE_MODES)

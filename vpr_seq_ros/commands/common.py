@@ -120,6 +120,10 @@ FLAGS: dict[str, Flag] = {
                              'N'),
     'max-distance': Flag('node.loop_closure.max_distance', 'slam: reject loop closures '
                          'farther than D (sequence distance; 0: no threshold)', 'D'),
+    'verify': Flag('node.verification.enabled', 'slam: publish only loop closures that pass '
+                   'geometric verification (local features, RANSAC); needs images'),
+    'min-inliers': Flag('node.verification.min_inliers', 'slam: RANSAC inliers needed to '
+                        'accept a loop closure', 'N'),
     'min-score': Flag('node.loop_closure.min_score', 'slam: candidates must lie S standard '
                       'deviations below the mean distance (0 disables)', 'S'),
 }
@@ -209,7 +213,7 @@ SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'seqgem-p')
 GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at')
 NODE_FLAGS = ('keyframe-min-distance-m', 'keyframe-min-interval-s', 'max-pose-distance',
               'exclude-recent-s', 'exclude-recent-m', 'min-streak', 'streak-tolerance',
-              'max-distance', 'min-score')
+              'max-distance', 'min-score', 'verify', 'min-inliers')
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:

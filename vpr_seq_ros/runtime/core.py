@@ -49,6 +49,7 @@ from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
 from vpr_seq_ros.runtime.decisions import LoopClosureDecider, QueryKeyframe, place_hypothesis
 from vpr_seq_ros.runtime.outputs import Diagnostics, LoopClosure, PlaceHypothesis, StepResult
 from vpr_seq_ros.runtime.store import FixedStore, KeyframeStore, ReferenceStore
+from vpr_seq_ros.runtime.verify import VerificationGate
 from vpr_seq_ros.types import Frame, Pose
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,27 @@ class NodeCore:
         self._odom_pose: Pose | None = None
         self._path = PathLength()
         self._keyframe_index = -1
+        self.verification: VerificationGate | None = None
+        if self.mode == 'slam' and cfg.node.verification.enabled:
+            self.verification = self._verification_gate(cfg, threaded=False)
         self.record_distances = False
         """Attach each keyframe's ``(N,)`` distances to its step (replay's plot); off live."""
         self._last_distances: np.ndarray | None = None
+
+    @staticmethod
+    def _verification_gate(cfg: Config, threaded: bool) -> VerificationGate:
+        from vpr_seq_ros.verification.worker import VerificationStage
+
+        vcfg = cfg.node.verification
+        return VerificationGate(VerificationStage(vcfg, None, threaded=threaded),
+                                vcfg.candidates)
+
+    def verify_in_background(self) -> None:
+        """Verify loop closures on a worker thread (the live node); replay stays synchronous,
+        so its answers are the same on every run."""
+        if self.verification is not None and not self.verification.stage.threaded:
+            self.verification.stage.close()
+            self.verification = self._verification_gate(self.cfg, threaded=True)
 
     @classmethod
     def from_config(cls, cfg: Config) -> NodeCore:
@@ -200,6 +219,11 @@ class NodeCore:
         encoded = time.perf_counter()
         self._last_distances = None
         hypothesis, closures = self._match(frame, descriptor)
+        rejected: tuple = ()
+        if self.verification is not None:
+            closures, rejected = self.verification.collect()
+            diag.loop_closures_rejected += len(rejected)
+            diag.extra.update(self.verification.stage.diagnostics())
         done = time.perf_counter()
         diag.last_encode_ms = 1e3 * (encoded - started)
         diag.last_match_ms = 1e3 * (done - encoded)
@@ -210,7 +234,8 @@ class NodeCore:
         diag.loop_closures += len(closures)
         return StepResult(frame.stamp_ns, True, hypothesis, closures, reset,
                           diag.last_encode_ms, diag.last_match_ms,
-                          self._last_distances if self.record_distances else None)
+                          self._last_distances if self.record_distances else None,
+                          rejected)
 
     # ---------------------------------------------------------------------------- stages
     def _match(self, frame: Frame, descriptor: np.ndarray) -> Decision:
@@ -226,11 +251,18 @@ class NodeCore:
             return place_hypothesis(self._keyframe_index, frame.stamp_ns, distances,
                                     self.store, self.cfg.matching.top_k), ()
         decision: Decision = (None, ())
+        if self.verification is not None:
+            self.verification.add_keyframe(self._keyframe_index, frame.image)
         if distances is not None and len(distances):
             query = QueryKeyframe(self._keyframe_index, frame.stamp_ns, self._session,
                                   self._path.total_m if self._odom_pose is not None else None)
             decision = self._decider.step(distances, self.store, query,
                                           self.cfg.node.loop_closure, self.cfg.matching.top_k)
+            if self.verification is not None and decision[1]:
+                assert decision[0] is not None
+                for closure in decision[1]:
+                    self.verification.submit(closure, decision[0])
+                decision = (decision[0], ())  # published once verified
         pose = self._odom_pose if self._odom_pose is not None else frame.pose
         if self.store.append(descriptor, frame.stamp_ns, pose, self._segment, self._session,
                              self._path.total_m):

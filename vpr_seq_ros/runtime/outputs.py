@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,10 @@ class LoopClosure:
     distance: float
     score: float
     streak: int
+    verification: Any = field(default=None, compare=False, repr=False)
+    """The geometric verification that accepted it (a
+    :class:`vpr_seq_ros.verification.geometry.Verification`: inliers, relative rotation and
+    translation, covariance), or None when verification is off."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class StepResult:
         match_ms: matching time for this frame.
         distances: ``(N,)`` distance of every reference anchor (inf where none), only when
             the core records them (``NodeCore.record_distances``, for replay's plot).
+        rejected: loop closures that geometric verification turned down at this step
+            (:class:`vpr_seq_ros.runtime.verify.Rejected`).
     """
 
     stamp_ns: int
@@ -80,6 +87,7 @@ class StepResult:
     encode_ms: float = 0.0
     match_ms: float = 0.0
     distances: np.ndarray | None = field(default=None, compare=False, repr=False)
+    rejected: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -100,6 +108,7 @@ class Diagnostics:
     resets: int = 0
     hypotheses: int = 0
     loop_closures: int = 0
+    loop_closures_rejected: int = 0
     last_encode_ms: float = 0.0
     last_match_ms: float = 0.0
     buffer_fill: int = 0

@@ -65,6 +65,8 @@ class VerificationConfig:
         camera_fy: focal length y, pixels (0: not set).
         camera_cx: principal point x, pixels.
         camera_cy: principal point y, pixels.
+        candidates: candidates of a loop closure's hypothesis verified, best appearance first;
+            the first that passes is published.
     """
 
     enabled: bool = False
@@ -90,6 +92,7 @@ class VerificationConfig:
     camera_fy: float = 0.0
     camera_cx: float = 0.0
     camera_cy: float = 0.0
+    candidates: int = 5
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
@@ -118,6 +121,7 @@ class VerificationConfig:
         _check('keep_recent', 0 <= self.keep_recent < self.max_keyframes, self.keep_recent,
                '>= 0 and below max_keyframes')
         _check('max_index_offset', self.max_index_offset >= 0, self.max_index_offset, '>= 0')
+        _check('candidates', self.candidates >= 1, self.candidates, '>= 1')
         focal = (self.camera_fx, self.camera_fy)
         if min(focal) < 0 or (max(focal) > 0 and min(focal) == 0):
             raise ConfigError(f'{_SECTION}.camera_fx and camera_fy must both be > 0 (or both 0: '
