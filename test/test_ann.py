@@ -82,3 +82,66 @@ def test_sequence_distances_by_hand():
     two_kernels = np.array([[-1, 0], [-2, 0]])  # slope 1 and slope 2
     got = sequence_distances_at(refs, segments, window, np.array([3]), two_kernels)
     np.testing.assert_allclose(got, [min((1 + 0.5) / 2, (0 + 0.5) / 2)])
+
+
+@pytest.mark.parametrize('method', ['single', 'seqgem', 'seqmatch'])
+@pytest.mark.parametrize('kind', ['ivf-flat', 'hnsw', 'ivf-pq'])
+def test_map_index_round_trip_and_exhaustive_search_equals_exact(tmp_path, method, kind):
+    """Built into the map, read back, searched exhaustively: the same matches as the exact
+    path in evaluate and in the node core."""
+    from vpr_seq_ros.config import load_config
+    from vpr_seq_ros.encoders.identity import IdentityEncoder
+    from vpr_seq_ros.pipeline import build_map, evaluate
+    from vpr_seq_ros.refmap import load_map
+    from vpr_seq_ros.runtime.core import NodeCore
+    from vpr_seq_ros.types import Frame
+
+    refs = route(300)
+    rng = np.random.default_rng(5)
+    query = refs[40:120] + 0.05 * rng.normal(size=(80, 32)).astype(np.float32)
+    np.save(tmp_path / 'ref.npy', refs)
+    np.save(tmp_path / 'q.npy', query)
+    base = {'encoder.name': 'npy', 'matching.method': method, 'sequence.length': 4,
+            'matching.top_k': 5, 'evaluation.recall_at': [1, 5],
+            'evaluation.tolerance_frames': 2}
+    approx = {**base, 'matching.index.kind': kind, 'matching.index.nlist': 4,
+              'matching.index.nprobe': 4, 'matching.index.pq_m': 8,
+              'matching.index.ef_search': 400, 'matching.index.candidates': 300}
+    map_path = build_map(tmp_path / 'ref.npy', load_config(overrides=approx), tmp_path / 'm')
+    refmap = load_map(map_path)
+    assert refmap.manifest.get('index')['kind'] == kind and refmap.index is not None
+    exact = evaluate(refmap, tmp_path / 'q.npy', load_config(overrides=base))
+    fast = evaluate(refmap, tmp_path / 'q.npy', load_config(overrides=approx))
+    if kind == 'ivf-pq' and method != 'seqmatch':  # PQ distances are approximate
+        assert fast.metrics.recall_at[1] >= exact.metrics.recall_at[1] - 0.05
+    else:  # seqmatch recomputes exact distances along every candidate
+        top = exact.output.matches.top(5)
+        np.testing.assert_array_equal(fast.output.matches.top(5).ref_indices[top.valid],
+                                      top.ref_indices[top.valid])
+        assert fast.metrics.recall_at == exact.metrics.recall_at
+    core = NodeCore(load_config(overrides=approx), IdentityEncoder(), refmap)
+    steps = [core.on_frame(Frame(index=j, stamp_ns=j * 10**8, descriptor=query[j]))
+             for j in range(len(query))]
+    got = [s.hypothesis.best.ref_index for s in steps if s.hypothesis is not None]
+    expected = fast.output.matches.ref_indices[fast.output.matches.valid, 0]
+    np.testing.assert_array_equal(got, expected)  # the node and evaluate agree
+
+
+def test_approximate_search_refuses_what_it_cannot_do(tmp_path):
+    from vpr_seq_ros.config import load_config
+    from vpr_seq_ros.encoders.identity import IdentityEncoder
+    from vpr_seq_ros.errors import MapError
+    from vpr_seq_ros.pipeline import build_map
+    from vpr_seq_ros.refmap import load_map
+    from vpr_seq_ros.runtime.core import NodeCore
+
+    np.save(tmp_path / 'ref.npy', route(100))
+    plain = load_map(build_map(tmp_path / 'ref.npy', load_config(overrides={
+        'encoder.name': 'npy'}), tmp_path / 'm'))
+    with pytest.raises(MapError, match='needs a hnsw index'):
+        NodeCore(load_config(overrides={'encoder.name': 'npy', 'matching.index.kind': 'hnsw'}),
+                 IdentityEncoder(), plain)
+    with pytest.raises(MatchingError, match='identity kernel'):
+        build_map(tmp_path / 'ref.npy', load_config(overrides={
+            'encoder.name': 'npy', 'matching.index.kind': 'hnsw', 'matching.slopes': [1, 1.5]}),
+            tmp_path / 'm2')

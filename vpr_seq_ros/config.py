@@ -186,6 +186,44 @@ class ContrastConfig:
         _positive('matching.contrast', 'window', self.window)
 
 
+INDEX_KINDS = ('exact', 'ivf-flat', 'ivf-pq', 'hnsw')
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Nearest-neighbour search over the map (faiss), for large maps.
+
+    ``exact`` scans the whole map for every frame. The approximate kinds are trained by
+    ``build-map`` and stored in the map: for ``single`` and ``seqgem`` they are the retrieval;
+    for ``seqmatch`` they propose candidate anchors whose sequence distance is then computed
+    exactly (identity kernel, no contrast enhancement).
+
+    Attributes:
+        kind: ``exact``, ``ivf-flat``, ``ivf-pq`` or ``hnsw``.
+        nlist: IVF cells (0: 4 sqrt(N)); build time.
+        nprobe: IVF cells visited per search; search time.
+        pq_m: IVF-PQ sub-quantisers (must divide D); build time.
+        hnsw_m: HNSW graph degree; build time.
+        ef_search: HNSW search beam; search time.
+        candidates: nearest reference frames asked of the index per query frame (seqmatch),
+            or per query (single, seqgem: at least ``matching.top_k``).
+    """
+
+    kind: str = 'exact'
+    nlist: int = 0
+    nprobe: int = 16
+    pq_m: int = 64
+    hnsw_m: int = 32
+    ef_search: int = 128
+    candidates: int = 32
+
+    def __post_init__(self) -> None:
+        _choice('matching.index', 'kind', self.kind, INDEX_KINDS)
+        for name in ('nprobe', 'pq_m', 'hnsw_m', 'ef_search', 'candidates'):
+            _positive('matching.index', name, getattr(self, name))
+        _positive('matching.index', 'nlist', self.nlist, allow_zero=True)
+
+
 @dataclass(frozen=True)
 class MatchingConfig:
     """How queries are matched against the map.
@@ -201,6 +239,7 @@ class MatchingConfig:
         slopes: velocity search: reference frames advanced per query frame; 1.0 alone is the
             identity kernel.
         seqgem_p: SeqGeM exponent when the encoder does not provide a learnt one.
+        index: nearest-neighbour search over the map (exact, or approximate for large maps).
     """
 
     method: str = 'seqmatch'
@@ -209,6 +248,7 @@ class MatchingConfig:
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     slopes: tuple[float, ...] = (1.0,)
     seqgem_p: float = 3.0
+    index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
         _choice('matching', 'method', self.method, method_names())

@@ -23,11 +23,11 @@ from vpr_seq_ros.config import (Config, ResolvedConfig, SourceConfig, flatten, r
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError, SourceError
 from vpr_seq_ros.evaluation import Metrics, compute_metrics, ground_truth, report_dict
-from vpr_seq_ros.matching.methods import MatchOutput, build_method
-from vpr_seq_ros.matching.windows import check_length
+from vpr_seq_ros.matching.methods import MatchOutput, SequenceMethod, build_method
+from vpr_seq_ros.matching.windows import check_length, window_starts
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, map_output_path, save_map
 from vpr_seq_ros.sources import BAG_SUFFIXES, FrameSource, open_source
-from vpr_seq_ros.types import EncodedRun
+from vpr_seq_ros.types import EncodedRun, Matches
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,18 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
     run = encode_run(source, encoder, cfg.encoder.batch_size, progress, cfg.map.dtype)
     check_length(len(run), cfg.sequence.length, f'reference run {source_path}')
     extra: dict[str, Any] = {}
-    pre = build_method(cfg, encoder.seqgem_p).precompute(run)
+    method = build_method(cfg, encoder.seqgem_p)
+    pre = method.precompute(run)
     if pre is not None:
         extra['sequence_descriptors'] = pre.info
+    index = index_rows = None
+    if cfg.matching.index.kind != 'exact':
+        from vpr_seq_ros.matching.methods.approximate import build_index
+
+        started = time.perf_counter()
+        ann, extra['index'] = build_index(method, run, cfg.matching.index, pre)
+        extra['index']['train_seconds'] = round(time.perf_counter() - started, 3)
+        index, index_rows = ann.to_bytes(), ann.rows
     origin = getattr(source, 'geo_origin', None)
     dropped = source.dropped()
     if dropped:
@@ -163,7 +172,8 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
                              config=_stored_config(cfg),
                              geo_origin=tuple(float(v) for v in origin) if origin else None,
                              dropped_frames=dropped, **extra)
-    return save_map(ReferenceMap(run, manifest, None if pre is None else pre.descriptors), out)
+    return save_map(ReferenceMap(run, manifest, None if pre is None else pre.descriptors,
+                                 None, index, index_rows), out)
 
 
 def map_geo_origin(refmap: ReferenceMap) -> tuple[float, float, float] | None:
@@ -337,7 +347,10 @@ def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
         keep_matrix = len(refmap) * len(query) <= MAX_PLOT_MATRIX
     method = build_method(cfg, seqgem_p)
     started = time.perf_counter()
-    output = method.match(refmap.run, query, evaluation_k(cfg), keep_matrix)
+    if cfg.matching.index.kind == 'exact':
+        output = method.match(refmap.run, query, evaluation_k(cfg), keep_matrix)
+    else:
+        output = _approximate_match(method, refmap, query, cfg)
     match_s = time.perf_counter() - started
     positives = ground_truth(refmap.run, query, cfg.evaluation, output.ref_valid)
     metrics = compute_metrics(output.matches, positives, cfg.evaluation.recall_at)
@@ -350,6 +363,37 @@ def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
         num_reference_frames=len(refmap), match_seconds=round(match_s, 4),
         **(context or {}))
     return Evaluation(metrics, output, positives, query, report)
+
+
+def _approximate_match(method: SequenceMethod, refmap: ReferenceMap, query: EncodedRun,
+                       cfg: Config) -> MatchOutput:
+    """Batch matching through the map's approximate index: each query's trailing window goes
+    through the streaming matcher the node uses, so evaluate and the node agree; memory is
+    one map-sized vector, never an ``N x M`` matrix."""
+    from vpr_seq_ros.matching.methods.approximate import approximate_stream, load_index
+    from vpr_seq_ros.runtime.store import FixedStore
+
+    if cfg.sequence.window != 'trailing':
+        raise ConfigError('approximate search matches trailing windows (what a robot sees): '
+                          'set sequence.window = trailing, or matching.index.kind = exact')
+    k = evaluation_k(cfg)
+    store = FixedStore(refmap)
+    stream = approximate_stream(method, store, load_index(refmap, method, cfg.matching.index),
+                                cfg.matching.index, k)
+    m = len(query)
+    ref_idx = np.full((m, k), -1, np.int64)
+    dist = np.full((m, k), np.inf)
+    valid = np.zeros(m, bool)
+    for j in range(m):
+        column = stream.push(query.descriptors[j], int(query.segments[j]))
+        if column is None:
+            continue
+        found = np.flatnonzero(np.isfinite(column))
+        order = found[np.argsort(column[found], kind='stable')][:k]
+        ref_idx[j, :len(order)], dist[j, :len(order)] = order, column[order]
+        valid[j] = True
+    ref_valid = window_starts(refmap.run.segments, method.window_length, 'trailing')[1]
+    return MatchOutput(Matches(ref_idx, dist, valid), ref_valid, None)
 
 
 def ground_truth_dict(cfg: Config) -> dict[str, Any]:

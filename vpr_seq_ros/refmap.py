@@ -100,12 +100,17 @@ class ReferenceMap:
         sequence_descriptors: ``(N, D)`` SeqGeM descriptors of trailing windows (rows without a
             full window are zeros), stored when the map was built for ``seqgem``.
         path: the file it was read from (None for a map not read from a file).
+        index: an approximate-search index trained by ``build-map``, serialised by faiss
+            (``uint8``); its parameters are the manifest's ``index`` entry.
+        index_rows: ``(R,)`` the rows the index holds, in its order.
     """
 
     run: EncodedRun
     manifest: Manifest
     sequence_descriptors: np.ndarray | None = None
     path: Path | None = None
+    index: np.ndarray | None = None
+    index_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.run)
@@ -211,6 +216,9 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
         arrays['poses'] = np.asarray(run.poses, dtype=np.float64)
     if refmap.sequence_descriptors is not None:
         arrays['sequence_descriptors'] = np.asarray(refmap.sequence_descriptors, dtype=dtype)
+    if refmap.index is not None and refmap.index_rows is not None:
+        arrays['index'] = np.asarray(refmap.index, dtype=np.uint8)
+        arrays['index_rows'] = np.asarray(refmap.index_rows, dtype=np.int64)
     try:
         atomic_write(path, lambda handle: np.savez(handle, **arrays))
     except VprSeqError as err:
@@ -316,4 +324,6 @@ def load_map(path: str | Path, keep_float16: bool = False) -> ReferenceMap:
     seq = arrays.get('sequence_descriptors')
     run = EncodedRun(descriptors, np.array(arrays['stamps_ns'], dtype=np.int64), poses,
                      np.array(arrays['segments'], dtype=np.int64), names)
-    return ReferenceMap(run, manifest, None if seq is None else floats(seq), path)
+    index, index_rows = arrays.get('index'), arrays.get('index_rows')
+    return ReferenceMap(run, manifest, None if seq is None else floats(seq), path, index,
+                        None if index_rows is None else np.array(index_rows, np.int64))

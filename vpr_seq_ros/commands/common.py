@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from vpr_seq_ros.config import (DEVICES, DISTANCES, ENCODERS, GROUND_TRUTHS, MAP_DTYPES, METHODS,
+from vpr_seq_ros.config import (DEVICES, DISTANCES, ENCODERS, GROUND_TRUTHS, INDEX_KINDS,
+                                MAP_DTYPES, METHODS,
                                 NODE_MODES, RUNTIMES, TRANSFORMS, WINDOWS, Config,
                                 ResolvedConfig, available_presets, field_default, field_type,
                                 resolve_config)
@@ -42,6 +43,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'map.dtype': MAP_DTYPES,
     'evaluation.gt': GROUND_TRUTHS,
     'node.mode': NODE_MODES,
+    'matching.index.kind': INDEX_KINDS,
 }
 """The closed sets of the schema, offered as ``choices``."""
 
@@ -88,6 +90,12 @@ FLAGS: dict[str, Flag] = {
                    'e.g. 0.8 1 1.25 (trailing windows only)', 'V'),
     'seqgem-p': Flag('matching.seqgem_p', 'SeqGeM exponent when the model has no learnt one',
                      'P'),
+    'index': Flag('matching.index.kind', 'nearest-neighbour search over the map: exact, or an '
+                  'approximate faiss index trained by build-map and stored in the map (for '
+                  'large maps)'),
+    'nprobe': Flag('matching.index.nprobe', 'IVF cells visited per search', 'N'),
+    'candidates': Flag('matching.index.candidates', 'approximate seqmatch: nearest reference '
+                       'frames asked of the index per query frame', 'C'),
     'map-dtype': Flag('map.dtype', 'storage type of the map descriptors (float16 halves the '
                       'size)'),
     # ground truth and metrics
@@ -208,7 +216,7 @@ SOURCE_HELP = ('a run: an image folder (frames sorted by file name; optional fra
 SOURCE_FLAGS = ('rate-hz', 'poses', 'image-topic', 'pose-topic', 'keyframe-distance-m')
 ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'batch-size',
                  'transform', 'transform-weights')
-MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k')
+MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k', 'index', 'nprobe', 'candidates')
 SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'seqgem-p')
 GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at')
 NODE_FLAGS = ('keyframe-min-distance-m', 'keyframe-min-interval-s', 'max-pose-distance',

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vpr_seq_ros.config import INDEX_KINDS
 from vpr_seq_ros.errors import MatchingError
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ('exact', 'ivf-flat', 'ivf-pq', 'hnsw')
-"""``exact`` is faiss ``IndexFlatL2``; the others are approximate."""
 
 _ADD_BLOCK = 65_536
 """Rows converted to float32 and added at a time: memory stays bounded for float16 maps."""

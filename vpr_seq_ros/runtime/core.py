@@ -136,7 +136,19 @@ class NodeCore:
 
     def _open(self, store: ReferenceStore) -> None:
         self.store = store
-        self.matcher = self.method.stream(store)
+        index = self.cfg.matching.index
+        if index.kind != 'exact':
+            if self.refmap is None:
+                raise ConfigError('approximate search (matching.index.kind = '
+                                  f'{index.kind}) needs a fixed map: slam mode searches its '
+                                  'own keyframes exactly')
+            from vpr_seq_ros.matching.methods.approximate import approximate_stream, load_index
+
+            ann = load_index(self.refmap, self.method, index)
+            self.matcher = approximate_stream(self.method, store, ann, index,
+                                              self.cfg.matching.top_k)
+        else:
+            self.matcher = self.method.stream(store)
         self.diagnostics.map_size = len(store)
 
     # ---------------------------------------------------------------------------- state

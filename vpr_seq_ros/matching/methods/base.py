@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
@@ -247,6 +247,23 @@ class SequenceMethod(ABC):
         if pre is None or len(pre.descriptors) != len(references) or not self.fits(pre):
             return None
         return pre
+
+    def index_vectors(self, run: EncodedRun, precomputed: Precomputed | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """What an approximate index over the map holds: ``(N, D)`` vectors and the valid
+        rows (None: all). Default: the frame descriptors."""
+        return run.descriptors, None
+
+    def window_search(self, references: References, ann: Any, candidates: int,
+                      k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """How a full ``(L, D)`` query window is searched through an approximate index
+        (:class:`vpr_seq_ros.matching.ann.AnnIndex`): returns ``(k,)`` anchors and distances.
+
+        Raises:
+            MatchingError: the method (or these settings) has no approximate search.
+        """
+        raise MatchingError(f'{self.name} has no approximate search; use '
+                            'matching.index.kind = exact')
 
     def match(self, ref: EncodedRun, query: EncodedRun, top_k: int,
               keep_matrix: bool = False) -> MatchOutput:

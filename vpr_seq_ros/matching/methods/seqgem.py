@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -85,6 +85,21 @@ class SeqGem(SequenceMethod):
         return info.get('method', self.name) == self.name and \
             info.get('length') == self.length and info.get('window', 'trailing') == 'trailing' \
             and math.isclose(float(info.get('p', -1)), self.p, rel_tol=1e-6)
+
+    def index_vectors(self, run: EncodedRun, precomputed: Precomputed | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The trailing-window sequence descriptors, valid anchors only."""
+        if precomputed is None or not self.fits(precomputed) or precomputed.valid is None:
+            precomputed = self.precompute(run)
+        return precomputed.descriptors, precomputed.valid
+
+    def window_search(self, references: References, ann: Any, candidates: int,
+                      k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        def search(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            idx, dist = ann.search(seqgem(window, self.p)[None], k)
+            return idx[0], dist[0]
+
+        return search
 
     def stream(self, references: References) -> StreamingMatcher:
         return SeqGemStream(references, self.length, self.p, self.stored(references))

@@ -9,10 +9,11 @@ growing store also holds the keyframe descriptors (its running sums need them in
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from vpr_seq_ros.errors import MatchingError
 from vpr_seq_ros.matching.methods.base import (MatchOutput, References, SequenceMethod,
                                                StreamingMatcher)
 from vpr_seq_ros.matching.seqmatch import OnlineSeqMatcher, SeqMatchSettings, seqmatch_batch
@@ -104,6 +105,26 @@ class SeqMatch(SequenceMethod):
 
     def stream(self, references: References) -> StreamingMatcher:
         return OnlineStream(references, self.settings)
+
+    def window_search(self, references: References, ann: Any, candidates: int,
+                      k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Candidate anchors from the index, exact sequence distances along their diagonals
+        (:func:`vpr_seq_ros.matching.ann.candidate_search`)."""
+        from vpr_seq_ros.matching.ann import candidate_search, trailing_offsets
+
+        s = self.settings
+        if tuple(s.slopes) != (1.0,) or s.contrast_window:
+            raise MatchingError('approximate seqmatch uses the identity kernel without '
+                                'contrast enhancement: set matching.slopes = [1.0] and no '
+                                'matching.contrast, or matching.index.kind = exact')
+        offsets = trailing_offsets(s.length)
+        refs, segments = references.descriptors, np.asarray(references.segments)
+
+        def search(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return candidate_search(ann, refs, segments, window, offsets, candidates, k,
+                                    s.metric)
+
+        return search
 
 
 __all__ = ['OnlineStream', 'SeqMatch', 'seqmatch_settings']

@@ -8,10 +8,11 @@ Streaming: the online sequence matcher with L = 1.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from vpr_seq_ros.errors import MatchingError
 from vpr_seq_ros.matching.distances import distance_matrix
 from vpr_seq_ros.matching.index import FlatL2Index, search_matches
 from vpr_seq_ros.matching.methods.base import (MatchOutput, References, SequenceMethod,
@@ -63,6 +64,19 @@ class SingleFrame(SequenceMethod):
 
     def stream(self, references: References) -> StreamingMatcher:
         return OnlineStream(references, self.settings)
+
+    def window_search(self, references: References, ann: Any, candidates: int,
+                      k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        if self.settings.metric != 'euclidean' or self.settings.contrast_window:
+            raise MatchingError('approximate search of single frames is Euclidean without '
+                                'contrast enhancement: use matching.distance = euclidean and '
+                                'no matching.contrast, or matching.index.kind = exact')
+
+        def search(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            idx, dist = ann.search(window[-1:], k)
+            return idx[0], dist[0]
+
+        return search
 
 
 __all__ = ['SingleFrame']
