@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from vpr_seq_ros.errors import MatchingError
-from vpr_seq_ros.matching.ann import (INDEX_KINDS, AnnIndex, IndexParams, candidate_search,
+from vpr_seq_ros.config import IndexConfig
+from vpr_seq_ros.errors import ConfigError
+from vpr_seq_ros.matching.ann import (INDEX_KINDS, AnnIndex, candidate_search,
                                       sequence_distances_at, trailing_offsets)
 from vpr_seq_ros.matching.index import FlatL2Index
 from vpr_seq_ros.matching.seqmatch import SeqMatchSettings, seqmatch_batch
@@ -26,7 +28,7 @@ def test_index_kinds_agree_with_exact_search(kind):
     queries = refs[::7] + 0.05 * np.random.default_rng(1).normal(size=(86, 32)).astype(
         np.float32)
     exact_idx, exact_dist = FlatL2Index(refs).search(queries, 5)
-    params = IndexParams(kind=kind, nlist=8, nprobe=8, pq_m=8, hnsw_m=16, ef_search=200)
+    params = IndexConfig(kind=kind, nlist=8, nprobe=8, pq_m=8, hnsw_m=16, ef_search=200)
     index = AnnIndex.build(refs, params)
     idx, dist = index.search(queries, 5)
     if kind in ('exact', 'ivf-flat', 'hnsw'):  # nprobe = nlist / a wide beam: exhaustive
@@ -42,13 +44,13 @@ def test_index_over_valid_rows_and_float16_input():
     refs = route(200).astype(np.float16)
     valid = np.zeros(200, bool)
     valid[50:] = True
-    index = AnnIndex.build(refs, IndexParams(kind='ivf-flat', nlist=4, nprobe=4), valid)
+    index = AnnIndex.build(refs, IndexConfig(kind='ivf-flat', nlist=4, nprobe=4), valid)
     idx, _ = index.search(refs[:60].astype(np.float32), 3)
     assert (idx >= 50).all()
     with pytest.raises(MatchingError, match='pq_m'):
-        AnnIndex.build(refs, IndexParams(kind='ivf-pq', nlist=4, pq_m=7))
-    with pytest.raises(MatchingError, match='not one of'):
-        IndexParams(kind='annoy')
+        AnnIndex.build(refs, IndexConfig(kind='ivf-pq', nlist=4, pq_m=7))
+    with pytest.raises(ConfigError, match='not one of'):
+        IndexConfig(kind='annoy')
 
 
 @pytest.mark.parametrize('metric', ['euclidean', 'sad'])
@@ -60,7 +62,7 @@ def test_candidate_search_covering_the_map_equals_dense_matching(metric):
     length = 5
     dense = seqmatch_batch(refs, query, SeqMatchSettings(length=length, metric=metric), 10,
                            segments)
-    index = AnnIndex.build(refs, IndexParams(kind='exact'))
+    index = AnnIndex.build(refs, IndexConfig(kind='exact'))
     offsets = trailing_offsets(length)
     for j in range(length - 1, len(query)):
         window = query[j - length + 1:j + 1]

@@ -14,13 +14,13 @@ Index contract: ``search((M, D), k) -> (row indices (M, k), Euclidean distances 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from vpr_seq_ros.config import INDEX_KINDS
+from vpr_seq_ros.config import INDEX_KINDS, IndexConfig
 from vpr_seq_ros.errors import MatchingError
 
 log = logging.getLogger(__name__)
@@ -30,34 +30,11 @@ _ADD_BLOCK = 65_536
 """Rows converted to float32 and added at a time: memory stays bounded for float16 maps."""
 
 
-@dataclass(frozen=True)
-class IndexParams:
-    """How an approximate index is built and searched.
+TRAIN_SIZE = 100_000
+"""IVF training sample: at most this many rows, drawn with a fixed seed."""
 
-    Attributes:
-        kind: one of :data:`INDEX_KINDS`.
-        nlist: IVF cells (0: ``4 sqrt(N)``, at most N / 39 so that training is meaningful).
-        nprobe: IVF cells visited per search.
-        pq_m: IVF-PQ sub-quantisers (must divide D); 8 bits each.
-        hnsw_m: HNSW graph degree.
-        ef_construction: HNSW build-time beam.
-        ef_search: HNSW search-time beam.
-        train_size: IVF training sample (rows drawn with a fixed seed).
-    """
-
-    kind: str = 'exact'
-    nlist: int = 0
-    nprobe: int = 16
-    pq_m: int = 64
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-    train_size: int = 100_000
-
-    def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise MatchingError(f'index kind {self.kind!r} is not one of '
-                                f'{", ".join(INDEX_KINDS)}')
+EF_CONSTRUCTION = 80
+"""HNSW build-time beam."""
 
 
 def auto_nlist(n: int) -> int:
@@ -71,7 +48,7 @@ class AnnIndex:
     Use :meth:`build` to train one, :meth:`to_bytes`/:meth:`from_bytes` to store it with a map.
     """
 
-    def __init__(self, index: object, params: IndexParams, rows: np.ndarray) -> None:
+    def __init__(self, index: object, params: IndexConfig, rows: np.ndarray) -> None:
         self.index = index
         self.params = params
         self.rows = np.asarray(rows, np.int64)
@@ -86,7 +63,7 @@ class AnnIndex:
             self.index.hnsw.efSearch = self.params.ef_search  # type: ignore[attr-defined]
 
     @classmethod
-    def build(cls, vectors: np.ndarray, params: IndexParams,
+    def build(cls, vectors: np.ndarray, params: IndexConfig,
               valid: np.ndarray | None = None, seed: int = 0) -> AnnIndex:
         """Train (IVF) and fill an index; float16 or memory-mapped inputs are read in blocks.
 
@@ -110,7 +87,7 @@ class AnnIndex:
             index = faiss.IndexFlatL2(dim)
         elif kind == 'hnsw':
             index = faiss.IndexHNSWFlat(dim, params.hnsw_m)
-            index.hnsw.efConstruction = params.ef_construction
+            index.hnsw.efConstruction = EF_CONSTRUCTION
         else:
             nlist = params.nlist or auto_nlist(n)
             if nlist > n:
@@ -125,11 +102,11 @@ class AnnIndex:
                                         f'descriptor size {dim}')
                 index = faiss.IndexIVFPQ(quantizer, dim, nlist, params.pq_m, 8)
             rng = np.random.default_rng(seed)
-            sample = rows if n <= params.train_size else \
-                np.sort(rng.choice(rows, params.train_size, replace=False))
+            sample = rows if n <= TRAIN_SIZE else \
+                np.sort(rng.choice(rows, TRAIN_SIZE, replace=False))
             index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
             index.nprobe = params.nprobe
-            params = IndexParams(**{**params.__dict__, 'nlist': nlist})
+            params = dataclasses.replace(params, nlist=nlist)
         for lo in range(0, n, _ADD_BLOCK):
             block = rows[lo:lo + _ADD_BLOCK]
             index.add(np.ascontiguousarray(vectors[block], dtype=np.float32))
@@ -161,7 +138,7 @@ class AnnIndex:
         return np.asarray(faiss.serialize_index(self.index), dtype=np.uint8)
 
     @classmethod
-    def from_bytes(cls, data: np.ndarray, params: IndexParams, rows: np.ndarray) -> AnnIndex:
+    def from_bytes(cls, data: np.ndarray, params: IndexConfig, rows: np.ndarray) -> AnnIndex:
         """Read back what :meth:`to_bytes` wrote.
 
         Raises:
@@ -277,5 +254,5 @@ def candidate_search(index: AnnIndex, refs: np.ndarray, ref_segments: np.ndarray
     return idx, out
 
 
-__all__ = ['INDEX_KINDS', 'AnnIndex', 'IndexParams', 'auto_nlist', 'candidate_anchors',
+__all__ = ['INDEX_KINDS', 'AnnIndex', 'auto_nlist', 'candidate_anchors',
            'candidate_search', 'sequence_distances_at', 'trailing_offsets']

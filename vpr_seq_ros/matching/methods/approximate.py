@@ -9,6 +9,7 @@ is finite only at the candidates found, so the decisions downstream stay the sam
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from typing import Any, Callable
 
@@ -16,18 +17,12 @@ import numpy as np
 
 from vpr_seq_ros.config import IndexConfig
 from vpr_seq_ros.errors import MapError
-from vpr_seq_ros.matching.ann import AnnIndex, IndexParams
+from vpr_seq_ros.matching.ann import AnnIndex
 from vpr_seq_ros.matching.methods.base import References, SequenceMethod, StreamingMatcher
 from vpr_seq_ros.types import EncodedRun
 
 WindowSearch = Callable[[np.ndarray], 'tuple[np.ndarray, np.ndarray]']
 """``(L, D)`` window -> ``(k,)`` reference anchors (-1: none) and distances (inf)."""
-
-
-def index_params(cfg: IndexConfig) -> IndexParams:
-    """The faiss parameters of an index configuration."""
-    return IndexParams(kind=cfg.kind, nlist=cfg.nlist, nprobe=cfg.nprobe, pq_m=cfg.pq_m,
-                       hnsw_m=cfg.hnsw_m, ef_search=cfg.ef_search)
 
 
 class _RunReferences:
@@ -55,9 +50,8 @@ def build_index(method: SequenceMethod, run: EncodedRun, cfg: IndexConfig,
     """
     method.window_search(_RunReferences(run), None, 1, 1)  # refuses before any training
     vectors, valid = method.index_vectors(run, precomputed)
-    index = AnnIndex.build(vectors, index_params(cfg), valid)
-    info = {'kind': cfg.kind, 'method': method.name, **index.params.__dict__,
-            'rows': len(index.rows)}
+    index = AnnIndex.build(vectors, cfg, valid)
+    info = {'method': method.name, **dataclasses.asdict(index.params), 'rows': len(index.rows)}
     return index, info
 
 
@@ -76,8 +70,9 @@ def load_index(refmap: Any, method: SequenceMethod, cfg: IndexConfig) -> AnnInde
                        f'{method.name} in the map, which has {have}; rebuild the map with that '
                        'index (vpr-seq build-map --index KIND), or use matching.index.kind = '
                        'exact')
-    stored = {k: info[k] for k in IndexParams.__dataclass_fields__ if k in info}
-    params = IndexParams(**{**stored, 'nprobe': cfg.nprobe, 'ef_search': cfg.ef_search})
+    stored = {k: info[k] for k in IndexConfig.__dataclass_fields__ if k in info}
+    params = dataclasses.replace(IndexConfig(**stored), nprobe=cfg.nprobe,
+                                 ef_search=cfg.ef_search, candidates=cfg.candidates)
     return AnnIndex.from_bytes(refmap.index, params, refmap.index_rows)
 
 
@@ -125,5 +120,4 @@ def approximate_stream(method: SequenceMethod, references: References, ann: AnnI
                              method.window_search(references, ann, cfg.candidates, k))
 
 
-__all__ = ['WindowIndexStream', 'approximate_stream', 'build_index', 'index_params',
-           'load_index']
+__all__ = ['WindowIndexStream', 'approximate_stream', 'build_index', 'load_index']
