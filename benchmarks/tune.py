@@ -5,7 +5,8 @@ Pairs (``../shared/data``): Nordland summer -> winter (validation frames 0-599, 
 0-99, held out 100-199, within +-2 frames). Each range is matched against the map run's frames of
 the same range, trailing (causal) windows, slope 1. The sweep (``vpr_seq_ros.tuning.tune``) covers
 thumbnail size, patch size, frame distance, contrast window and sequence length; a setting is
-chosen by its mean validation R@1 over the pairs and lengths given by ``--choose-on``.
+chosen by its mean validation R@1 over the pairs and lengths given by ``--choose-on``; ``--swap``
+runs the other fold (validation and held-out ranges exchanged).
 
 Run: ``python benchmarks/tune.py [--data ../shared/data] [--choose-on nordland]``.
 """
@@ -47,12 +48,20 @@ def cpu_flags() -> str:
     return platform.processor() or '?'
 
 
+def swap(first: tuple[int, int], second: tuple[int, int],
+         swapped: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(validation, held-out) ranges of a fold."""
+    return (second, first) if swapped else (first, second)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data', type=Path, default=DEFAULT_DATA)
     parser.add_argument('--choose-on', choices=('nordland', 'both'), default='nordland',
                         help='pairs whose validation frames choose the setting')
     parser.add_argument('--quick', action='store_true', help='a small grid (a smoke test)')
+    parser.add_argument('--swap', action='store_true',
+                        help='the other fold: validation and held-out ranges swapped')
     args = parser.parse_args()
     grid = TuneGrid(sizes=((64, 32), (32, 16)), patch_sizes=(8, 16), contrast_windows=(5, 10),
                     lengths=(10,)) if args.quick else TuneGrid()
@@ -64,13 +73,13 @@ def main() -> None:
         pairs.append(TunePair('nordland summer->winter',
                               load_thumbnails(nordland / 'summer', grid.sizes),
                               load_thumbnails(nordland / 'winter', grid.sizes),
-                              (0, 600), (600, 1200), 1))
+                              *swap((0, 600), (600, 1200), args.swap), 1))
     gp = None
     if gardens.is_dir():
         gp = TunePair('gardens point day_right->night_right',
                       load_thumbnails(gardens / 'day_right', grid.sizes),
                       load_thumbnails(gardens / 'night_right', grid.sizes),
-                      (0, 100), (100, 200), 2)
+                      *swap((0, 100), (100, 200), args.swap), 2)
         if args.choose_on == 'both' or not pairs:
             pairs.append(gp)
     if not pairs:

@@ -134,3 +134,13 @@ def test_round_trip_and_errors(tmp_path):
         load_calibration(tmp_path / 'missing.json')
     with pytest.raises(MatchingError, match='no finite'):
         fit_isotonic(np.array([np.nan]), np.array([True]))
+
+
+def test_distinctiveness_equals_the_node_score():
+    from vpr_seq_ros.runtime.core import distinctiveness as node_score
+    rng = np.random.default_rng(3)
+    matrix = rng.random((20, 6))
+    matrix[:4, 2] = np.inf
+    chosen = np.argmin(matrix, axis=0)
+    expected = [node_score(matrix[:, j], np.array([matrix[chosen[j], j]]))[0] for j in range(6)]
+    np.testing.assert_allclose(distinctiveness(matrix, chosen), expected, rtol=1e-12)

@@ -372,7 +372,8 @@ def test_collapsed_slopes_warn(caplog):
     assert 'slope 1.05 is the identity kernel' in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger='vpr_seq_ros.matching.seqmatch'):
-        assert len(build_kernels(SeqMatchSettings(length=10, slopes=(1.0, 1.05)))) == 2
+        assert len(build_kernels(SeqMatchSettings(length=10, slopes=(1.0, 1.05),
+                                                  velocity_kernel='interpolated'))) == 2
         assert len(build_kernels(SeqMatchSettings(length=1, slopes=(0.8, 1.0)))) == 1
     assert 'slope 0.8 is the identity kernel' in caplog.text
 
@@ -380,8 +381,6 @@ def test_collapsed_slopes_warn(caplog):
 def test_settings_validation():
     with pytest.raises(MatchingError, match='positive'):
         SeqMatchSettings(slopes=(0.0, 1.0))
-    with pytest.raises(MatchingError, match='standardised'):
-        SeqMatchSettings(slopes=(0.9, 1.0), slope_scores='raw', slope_penalty=1.0)
     with pytest.raises(MatchingError, match='>= 0'):
         SeqMatchSettings(slope_penalty=-1.0)
 
@@ -421,3 +420,20 @@ def test_penalty_batch_online_naive_and_precomputed_distances_agree(settings):
         scores = online.push(q)
         if batch.matches.valid[j]:
             np.testing.assert_allclose(scores, batch.matrix[:, j], rtol=1e-5, atol=1e-5)
+
+
+def test_matching_config_velocity_fields():
+    from vpr_seq_ros.config import ConfigError, load_config, replace
+    cfg = load_config('seqslam')
+    m = cfg.matching
+    # the configuration's defaults are the scoring's defaults
+    s = SeqMatchSettings()
+    assert (m.velocity_kernel, m.slope_scores, m.slope_penalty) == \
+        (s.velocity_kernel, s.slope_scores, s.slope_penalty)
+    assert replace(cfg, **{'matching.slope_penalty': 0.0}).matching.slope_penalty == 0.0
+    with pytest.raises(ConfigError, match='velocity_kernel'):
+        replace(cfg, **{'matching.velocity_kernel': 'cubic'})
+    with pytest.raises(ConfigError, match='slope_scores'):
+        replace(cfg, **{'matching.slope_scores': 'ranked'})
+    with pytest.raises(ConfigError, match='slope_penalty'):
+        replace(cfg, **{'matching.slope_penalty': -1.0})

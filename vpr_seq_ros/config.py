@@ -27,6 +27,8 @@ DEVICES = ('cpu', 'cuda', 'auto')
 METHODS = ('single', 'seqmatch', 'seqgem')
 WINDOWS = ('trailing', 'centred')
 DISTANCES = ('euclidean', 'sad')
+VELOCITY_KERNELS = ('rounded', 'interpolated')
+SLOPE_SCORES = ('standardised', 'raw')
 MAP_DTYPES = ('float32', 'float16')
 GROUND_TRUTHS = ('same-index', 'radius')
 NODE_MODES = ('localization', 'slam')
@@ -196,6 +198,12 @@ class MatchingConfig:
         slopes: velocity search: reference frames advanced per query frame; 1.0 alone is the
             identity kernel.
         seqgem_p: SeqGeM exponent when the encoder does not provide a learnt one.
+        velocity_kernel: velocity search kernels: ``rounded`` (each query frame on the nearest
+            reference frame) or ``interpolated`` (between the two nearest).
+        slope_scores: how slopes compete: ``standardised`` (each slope's scores of a query are
+            standardised over the map first) or ``raw``.
+        slope_penalty: constant-speed prior, in standard deviations per unit ``|ln slope|``,
+            added to a slope's standardised score (0: none).
     """
 
     method: str = 'seqmatch'
@@ -204,9 +212,15 @@ class MatchingConfig:
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     slopes: tuple[float, ...] = (1.0,)
     seqgem_p: float = 3.0
+    velocity_kernel: str = 'rounded'
+    slope_scores: str = 'standardised'
+    slope_penalty: float = 3.0
 
     def __post_init__(self) -> None:
         _choice('matching', 'method', self.method, METHODS)
+        _choice('matching', 'velocity_kernel', self.velocity_kernel, VELOCITY_KERNELS)
+        _choice('matching', 'slope_scores', self.slope_scores, SLOPE_SCORES)
+        _positive('matching', 'slope_penalty', self.slope_penalty, allow_zero=True)
         _choice('matching', 'distance', self.distance, DISTANCES)
         _positive('matching', 'top_k', self.top_k)
         if not self.slopes:
