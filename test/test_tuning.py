@@ -79,3 +79,17 @@ def test_tune_rejects_missing_sizes_and_short_ranges():
         tune([pair], TuneGrid(sizes=((64, 32),), lengths=(3,)))
     with pytest.raises(ConfigError, match='shorter than the sequence length'):
         tune([pair], TuneGrid(sizes=((32, 16),), lengths=(40,)))
+
+
+def test_objective_pools_pairs_by_queries_and_choose_averages_folds():
+    from vpr_seq_ros.tuning import TuneReport, choose, objective
+    recalls = np.array([[0.5, 1.0], [0.0, 0.5]])
+    # L1: (3 * 0.5 + 1 * 0.0) / 4 = 0.375; L2: (3 * 1.0 + 0.5) / 4 = 0.875; mean 0.625
+    assert objective(recalls, np.array([3, 1])) == pytest.approx(0.625)
+    a, b = Candidate((8, 8), 4, 'sad', None), Candidate((8, 8), 4, 'sad', 3)
+    fold1 = TuneReport((1,), ('p',), {a: np.array([[0.9]]), b: np.array([[0.7]])}, a,
+                       weights=np.array([1.0]))
+    fold2 = TuneReport((1,), ('p',), {a: np.array([[0.4]]), b: np.array([[0.8]])}, b,
+                       weights=np.array([1.0]))
+    best, score = choose([fold1, fold2])
+    assert best == b and score == pytest.approx(0.75)

@@ -4,9 +4,10 @@ The sweep covers the thumbnail size and patch size of the patch-normalised descr
 distance, the contrast-enhancement window and the sequence length. Each pair of runs (a map run and
 a query run whose frames correspond by index, e.g. two traverses of a route) is cut into a
 validation range and a held-out range; each range is matched on its own (its map is the map run's
-frames of that range), with causal (trailing) windows. A setting is chosen by its mean validation
-Recall@1 over all pairs and sequence lengths; the chosen setting, and any baselines, are then
-scored on the held-out ranges, which the choice never saw.
+frames of that range), with causal (trailing) windows. A setting is chosen by its validation
+Recall@1 pooled over the pairs (each validation query counts once) and averaged over the
+sequence lengths; the chosen setting, and any baselines, are then scored on the held-out ranges,
+which the choice never saw. :func:`choose` combines the validation tables of several folds.
 
 Frame distances are computed once per (size, patch size, distance) and range and reused for
 every contrast window and length, so a 600 x 600 grid of a few hundred settings takes minutes.
@@ -125,8 +126,9 @@ class TuneReport:
         lengths: the swept sequence lengths.
         pairs: pair names.
         validation: candidate -> ``(pairs, lengths)`` validation Recall@1.
-        chosen: the candidate with the best mean validation Recall@1.
+        chosen: the candidate with the best objective (:func:`objective`).
         heldout: candidate -> ``(pairs, lengths)`` held-out Recall@1 (chosen and baselines).
+        weights: ``(pairs,)`` validation queries per pair (the pooling weights).
     """
 
     lengths: tuple[int, ...]
@@ -134,11 +136,35 @@ class TuneReport:
     validation: dict[Candidate, np.ndarray]
     chosen: Candidate
     heldout: dict[Candidate, np.ndarray] = field(default_factory=dict)
+    weights: np.ndarray = field(default_factory=lambda: np.ones(1))
 
     def ranking(self) -> list[tuple[Candidate, float]]:
-        """Candidates by mean validation Recall@1, best first."""
-        scores = [(c, float(v.mean())) for c, v in self.validation.items()]
+        """Candidates by objective on validation, best first."""
+        scores = [(c, objective(v, self.weights)) for c, v in self.validation.items()]
         return sorted(scores, key=lambda cv: -cv[1])
+
+
+def objective(recalls: np.ndarray, weights: np.ndarray) -> float:
+    """Recall@1 pooled over pairs (weighted by their queries), averaged over lengths.
+
+    Args:
+        recalls: ``(pairs, lengths)`` Recall@1.
+        weights: ``(pairs,)`` queries per pair.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    return float((w[:, None] * recalls).sum(axis=0).mean() / w.sum())
+
+
+def choose(reports: Sequence[TuneReport]) -> tuple[Candidate, float]:
+    """The candidate with the best mean objective over several folds' validation tables
+    (e.g. two folds with validation and held-out ranges exchanged: all frames count once)."""
+    common = set(reports[0].validation)
+    for r in reports[1:]:
+        common &= set(r.validation)
+    scores = {c: float(np.mean([objective(r.validation[c], r.weights) for r in reports]))
+              for c in common}
+    best = max(sorted(scores, key=lambda c: c.label()), key=lambda c: scores[c])
+    return best, scores[best]
 
 
 def load_thumbnails(path: str | Path, sizes: Sequence[Size]) -> dict[Size, np.ndarray]:
@@ -237,22 +263,24 @@ def tune(pairs: Sequence[TunePair], grid: TuneGrid | None = None,
                  for cw in grid.contrast_windows]
         validation.update(_score(pairs, 'validation', grid, block))
         if progress:
-            best = max(block, key=lambda c: validation[c].mean())
+            weights = np.array([p.validation[1] - p.validation[0] for p in pairs], float)
+            best = max(block, key=lambda c: objective(validation[c], weights))
             progress(f'{size[0]}x{size[1]}/{patch}: best {best.label()} '
-                     f'{validation[best].mean():.3f}')
+                     f'{objective(validation[best], weights):.3f}')
     if not validation:
         raise ConfigError('no patch size divides a thumbnail size of the grid')
-    chosen = max(validation, key=lambda c: validation[c].mean())
-    log.info('tuning chose %s (mean validation R@1 %.3f)', chosen.label(),
-             validation[chosen].mean())
+    weights = np.array([p.validation[1] - p.validation[0] for p in pairs], dtype=np.float64)
+    chosen = max(validation, key=lambda c: objective(validation[c], weights))
+    log.info('tuning chose %s (validation R@1 %.3f)', chosen.label(),
+             objective(validation[chosen], weights))
     scored = [chosen] + [b for b in baselines if b != chosen]
     heldout = _score(pairs, 'heldout', grid, scored)
     for base in baselines:
         if base not in validation:
             validation.update(_score(pairs, 'validation', grid, [base]))
     return TuneReport(tuple(grid.lengths), tuple(p.name for p in pairs), validation, chosen,
-                      heldout)
+                      heldout, weights)
 
 
-__all__ = ['Candidate', 'TuneGrid', 'TunePair', 'TuneReport', 'encode_thumbnails',
-           'load_thumbnails', 'recall_at_1', 'tune']
+__all__ = ['Candidate', 'TuneGrid', 'TunePair', 'TuneReport', 'choose', 'encode_thumbnails',
+           'load_thumbnails', 'objective', 'recall_at_1', 'tune']
