@@ -65,6 +65,7 @@ def main() -> None:
           'held-out mean P | held-out ECE |')
     print('|---|---:|---|---|---:|---:|---:|---:|---:|---:|')
     curves = []
+    fitted: dict[tuple[str, int], dict[str, tuple]] = {}
     for name, folder, ref_name, query_name, val, held, tol in PAIRS:
         if not (args.data / folder).is_dir():
             continue
@@ -78,6 +79,7 @@ def main() -> None:
             splits = {}
             for split, (lo, hi) in (('val', val), ('held', held)):
                 splits[split] = top1_features(ref[lo:hi], query[lo:hi], settings, tol)
+            fitted[(name, length)] = splits
             for f, feature in enumerate(('score', 'distance')):
                 for method in ('isotonic', 'logistic'):
                     cal = fit_calibration(splits['val'][f], splits['val'][2], feature, method)
@@ -88,6 +90,19 @@ def main() -> None:
                           f'{prob.mean():.3f} | {rel.ece:.3f} |', flush=True)
                     if feature == 'score' and method == 'isotonic':
                         curves.append((f'{name} L={length}', rel))
+    names = [p[0] for p in PAIRS]
+    if all((n, length) in fitted for n in names for length in args.lengths):
+        print('\nAcross datasets (fitted on one pair\'s validation frames, ECE on the other\'s '
+              'held-out frames):')
+        for src, dst in (names, names[::-1]):
+            for length in args.lengths:
+                for f, feature in enumerate(('score', 'distance')):
+                    val_split = fitted[(src, length)]['val']
+                    held = fitted[(dst, length)]['held']
+                    cal = fit_calibration(val_split[f], val_split[2], feature, 'isotonic')
+                    ece = reliability(cal(held[f]), held[2], args.bins).ece
+                    print(f'- fit {src}, apply {dst}, L={length}, {feature}, isotonic: '
+                          f'ECE {ece:.3f}')
     print('\nReliability curves (isotonic on score, held-out): bin: count, mean P, accuracy')
     for label, rel in curves:
         cells = [f'{rel.edges[b]:.1f}-{rel.edges[b + 1]:.1f}: {rel.counts[b]}, '

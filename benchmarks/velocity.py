@@ -6,10 +6,11 @@ The winter run is resampled into query runs of other speeds, each frame keeping 
 positions are either repeated (nearest frame) or blended (the two frames around it mixed before
 encoding). Every scheme of velocity search (slopes rounded to rows or interpolated between them;
 slope scores raw or standardised per query over the reference anchors; a prior penalty for
-slopes away from 1) runs with the ``seqslam`` preset (patchnorm 64x32 patch 8, SAD, contrast
-window 10), trailing windows; R@1 counts a top-1 within +-1 frame of the true place.
+slopes away from 1) runs with patchnorm 64x32 thumbnails (patch size of the ``seqslam`` preset
+or ``--patch-size``), SAD, contrast window 10, trailing windows; R@1 counts a top-1 within
++-1 frame of the true place.
 
-Run: ``python benchmarks/velocity.py [--data ../shared/data] [--length 10]``.
+Run: ``python benchmarks/velocity.py [--data ../shared/data] [--length 10] [--patch-size 8]``.
 """
 
 from __future__ import annotations
@@ -105,21 +106,23 @@ def main() -> None:
     parser.add_argument('--data', type=Path, default=DEFAULT_DATA)
     parser.add_argument('--length', type=int, default=10)
     parser.add_argument('--tolerance', type=int, default=1)
+    parser.add_argument('--patch-size', type=int,
+                        help='patch-normalisation patch size (default: the seqslam preset)')
     args = parser.parse_args()
     folder = args.data / 'nordland_64x32'
     if not folder.is_dir():
         raise SystemExit(f'{folder} not found; pass --data')
-    cfg = load_config('seqslam').encoder.patchnorm
+    patch = args.patch_size or load_config('seqslam').encoder.patchnorm.patch_size
 
     def encode(images: np.ndarray) -> np.ndarray:
-        return np.stack([patch_normalise(im, cfg.patch_size).ravel() for im in images])
+        return np.stack([patch_normalise(im, patch).ravel() for im in images])
 
     ref = encode(load_grey(folder / 'summer'))
     winter = load_grey(folder / 'winter')
     profiles = speed_profiles(len(winter))
     frame_dists = {name: distance_matrix(ref, encode(resample(winter, pos)), 'sad')
                    for name, pos in profiles.items()}
-    print(f'Nordland summer -> winter, seqslam preset (patchnorm 64x32/8, SAD, contrast +-10), '
+    print(f'Nordland summer -> winter, patchnorm 64x32/{patch}, SAD, contrast +-10, '
           f'L={args.length}, trailing windows, R@1 within +-{args.tolerance} frame(s) of the '
           'original place (rounded position)\n')
     print('| scheme | slopes | ' + ' | '.join(profiles) + ' | mean | s |')
