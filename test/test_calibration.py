@@ -144,3 +144,23 @@ def test_distinctiveness_equals_the_node_score():
     chosen = np.argmin(matrix, axis=0)
     expected = [node_score(matrix[:, j], np.array([matrix[chosen[j], j]]))[0] for j in range(6)]
     np.testing.assert_allclose(distinctiveness(matrix, chosen), expected, rtol=1e-12)
+
+
+def test_scores_from_batch_statistics_equal_scores_from_the_matrix():
+    from vpr_seq_ros.calibration import scores_from_stats
+    from vpr_seq_ros.matching.seqmatch import SeqMatchSettings, seqmatch_batch
+    rng = np.random.default_rng(5)
+    refs = rng.normal(size=(30, 8)).astype(np.float32)
+    queries = (refs[4:24] + 0.3 * rng.normal(size=(20, 8))).astype(np.float32)
+    result = seqmatch_batch(refs, queries, SeqMatchSettings(length=4, slopes=(0.8, 1.0, 1.25)),
+                            top_k=2, keep_matrix=True, chunk=6)
+    top = np.where(result.matches.valid, result.matches.ref_indices[:, 0], -1)
+    expected = distinctiveness(result.matrix, top)
+    got = scores_from_stats(result.matches.distances[:, 0], result.column_mean,
+                            result.column_std)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    assert np.isnan(got[:3]).all() and np.isnan(result.column_mean[:3]).all()
+    # hand case: distances 1, 2, 3 -> mean 2, std sqrt(2/3)
+    assert scores_from_stats(np.array([1.0]), np.array([2.0]), np.array([math.sqrt(2 / 3)]))[0] \
+        == pytest.approx(math.sqrt(1.5))
+    assert scores_from_stats(np.array([1.0]), np.array([1.0]), np.array([np.nan]))[0] == 0.0

@@ -330,6 +330,29 @@ def distinctiveness(matrix: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return out
 
 
+def scores_from_stats(distance: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The node's ``score`` from a match distance and its column's statistics.
+
+    Args:
+        distance: ``(M,)`` distance of each query's match (inf: none).
+        mean: ``(M,)`` mean of the column's finite distances (``SeqMatchResult.column_mean``).
+        std: ``(M,)`` population std of them (``SeqMatchResult.column_std``).
+
+    Returns:
+        ``(M,)`` float64 ``max((mean - distance) / std, 0)``: 0 where std is 0 or nan (fewer
+        than two finite distances), nan where there is no match.
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    usable = np.isfinite(std) & (std > 0)
+    out = np.zeros(d.shape)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        out[usable] = np.maximum((mean[usable] - d[usable]) / std[usable], 0.0)
+    out[~np.isfinite(d)] = np.nan
+    return out
+
+
 def save_calibration(calibration: Calibration, path: str | Path) -> Path:
     """Write a calibration as JSON; returns the path."""
     path = Path(path)
@@ -354,4 +377,4 @@ def load_calibration(path: str | Path) -> Calibration:
 
 __all__ = ['Calibration', 'Reliability', 'distinctiveness', 'expected_calibration_error',
            'fit_calibration', 'fit_isotonic', 'fit_logistic', 'load_calibration',
-           'pool_adjacent_violators', 'reliability', 'save_calibration']
+           'pool_adjacent_violators', 'reliability', 'save_calibration', 'scores_from_stats']

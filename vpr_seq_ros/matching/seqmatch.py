@@ -295,11 +295,18 @@ class SeqMatchResult:
         matches: top-K per query anchor.
         matrix: ``(N, M)`` float32 sequence distances (inf where no window), when kept.
         ref_valid: ``(N,)`` bool, reference anchors that have a window under some slope.
+        column_mean: ``(M,)`` float64 mean of each query's finite sequence distances (nan where
+            the query has no window or fewer than two are finite).
+        column_std: ``(M,)`` float64 population std of the same (nan likewise). With
+            ``column_mean`` it gives the node's ``score`` without keeping the matrix
+            (:func:`vpr_seq_ros.calibration.scores_from_stats`).
     """
 
     matches: Matches
     matrix: np.ndarray | None
     ref_valid: np.ndarray
+    column_mean: np.ndarray | None = None
+    column_std: np.ndarray | None = None
 
 
 def seqmatch_batch(ref_desc: np.ndarray, query_desc: np.ndarray, settings: SeqMatchSettings,
@@ -375,6 +382,8 @@ def _seqmatch_columns(columns: Callable[[int, int], np.ndarray], n: int, m: int,
     ref_idx = np.full((m, top_k), -1, dtype=np.int64)
     ref_dist = np.full((m, top_k), np.inf, dtype=np.float64)
     matrix = np.full((n, m), np.inf, dtype=np.float32) if keep_matrix else None
+    col_mean = np.full(m, np.nan)
+    col_std = np.full(m, np.nan)
     anchors = np.flatnonzero(q_valid)
     for lo in range(0, len(anchors), chunk):
         block = anchors[lo:lo + chunk]
@@ -405,6 +414,7 @@ def _seqmatch_columns(columns: Callable[[int, int], np.ndarray], n: int, m: int,
             scores[rows] = acc[r_starts[rows]] / length
             combiner.add(index, scores, r_valid)
         scores32 = combiner.result().astype(np.float32)
+        col_mean[block], col_std[block] = _finite_stats(scores32)
         idx, dist = _top_k(scores32, top_k)
         ref_idx[block], ref_dist[block] = idx, dist
         if matrix is not None:
@@ -412,7 +422,24 @@ def _seqmatch_columns(columns: Callable[[int, int], np.ndarray], n: int, m: int,
     ref_valid = np.zeros(n, dtype=bool)
     for _, _, r_valid in kernels:
         ref_valid |= r_valid
-    return SeqMatchResult(Matches(ref_idx, ref_dist, q_valid.copy()), matrix, ref_valid)
+    return SeqMatchResult(Matches(ref_idx, ref_dist, q_valid.copy()), matrix, ref_valid,
+                          col_mean, col_std)
+
+
+def _finite_stats(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std of the finite entries of every column, float64 ``(B,)`` each
+    (nan where fewer than two are finite)."""
+    d = scores.astype(np.float64)
+    finite = np.isfinite(d)
+    count = finite.sum(axis=0)
+    d[~finite] = 0.0
+    with np.errstate(invalid='ignore', divide='ignore'):
+        mean = d.sum(axis=0) / count
+        var = np.where(finite, (d - mean) ** 2, 0.0).sum(axis=0) / count
+    few = count < 2
+    mean[few] = np.nan
+    var[few] = np.nan
+    return mean, np.sqrt(var)
 
 
 class OnlineSeqMatcher:
