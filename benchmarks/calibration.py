@@ -8,7 +8,7 @@ publishes; or the ``distance``) and whether it is right (within the tolerance). 
 held-out matches; the table gives the held-out expected calibration error (10 equal-width bins)
 and the reliability curve of the isotonic map on the score.
 
-Run: ``python benchmarks/calibration.py [--data ../shared/data] [--length 10]``.
+Run: ``python benchmarks/calibration.py [--data ../shared/data] [--lengths 10 20] [--swap]``.
 """
 
 from __future__ import annotations
@@ -55,18 +55,24 @@ def main() -> None:
     parser.add_argument('--data', type=Path, default=DEFAULT_DATA)
     parser.add_argument('--lengths', type=int, nargs='+', default=[10, 20])
     parser.add_argument('--bins', type=int, default=10)
+    parser.add_argument('--swap', action='store_true',
+                        help='the other fold: fit on the second halves, test on the first')
     args = parser.parse_args()
     cfg = load_config('seqslam')
     encoder = build_encoder(cfg.encoder)
     contrast = cfg.matching.contrast
+    halves = 'second halves, held out: first' if args.swap else 'first halves, held out: second'
     print('seqslam preset, trailing windows; calibration fitted on validation frames, ECE '
-          f'({args.bins} equal-width bins) on held-out frames\n')
+          f'({args.bins} equal-width bins) on held-out frames (validation: {halves}; '
+          '"constant" predicts the validation accuracy for every match)\n')
     print('| pair | L | feature | method | val n | val acc | held-out n | held-out acc | '
           'held-out mean P | held-out ECE |')
     print('|---|---:|---|---|---:|---:|---:|---:|---:|---:|')
     curves = []
     fitted: dict[tuple[str, int], dict[str, tuple]] = {}
     for name, folder, ref_name, query_name, val, held, tol in PAIRS:
+        if args.swap:
+            val, held = held, val
         if not (args.data / folder).is_dir():
             continue
         ref = encode_run(open_source(args.data / folder / ref_name), encoder).descriptors
@@ -90,6 +96,11 @@ def main() -> None:
                           f'{prob.mean():.3f} | {rel.ece:.3f} |', flush=True)
                     if feature == 'score' and method == 'isotonic':
                         curves.append((f'{name} L={length}', rel))
+            constant = np.full(len(splits['held'][2]), splits['val'][2].mean())
+            print(f'| {name} | {length} | - | constant | {len(splits["val"][2])} | '
+                  f'{splits["val"][2].mean():.3f} | {len(constant)} | '
+                  f'{splits["held"][2].mean():.3f} | {constant.mean():.3f} | '
+                  f'{reliability(constant, splits["held"][2], args.bins).ece:.3f} |', flush=True)
     names = [p[0] for p in PAIRS]
     if all((n, length) in fitted for n in names for length in args.lengths):
         print('\nAcross datasets (fitted on one pair\'s validation frames, ECE on the other\'s '

@@ -218,9 +218,6 @@ class MatchingConfig:
 
     def __post_init__(self) -> None:
         _choice('matching', 'method', self.method, METHODS)
-        _choice('matching', 'velocity_kernel', self.velocity_kernel, VELOCITY_KERNELS)
-        _choice('matching', 'slope_scores', self.slope_scores, SLOPE_SCORES)
-        _positive('matching', 'slope_penalty', self.slope_penalty, allow_zero=True)
         _choice('matching', 'distance', self.distance, DISTANCES)
         _positive('matching', 'top_k', self.top_k)
         if not self.slopes:
@@ -228,6 +225,9 @@ class MatchingConfig:
         for slope in self.slopes:
             _positive('matching', 'slopes', slope)
         _positive('matching', 'seqgem_p', self.seqgem_p)
+        _choice('matching', 'velocity_kernel', self.velocity_kernel, VELOCITY_KERNELS)
+        _choice('matching', 'slope_scores', self.slope_scores, SLOPE_SCORES)
+        _positive('matching', 'slope_penalty', self.slope_penalty, allow_zero=True)
 
 
 @dataclass(frozen=True)
