@@ -137,7 +137,10 @@ def test_round_trip_and_errors(tmp_path):
 
 
 def test_distinctiveness_equals_the_node_score():
-    from vpr_seq_ros.runtime.core import distinctiveness as node_score
+    try:  # where the node computes it (moved from runtime.core to runtime.decisions)
+        from vpr_seq_ros.runtime.decisions import distinctiveness as node_score
+    except ImportError:
+        from vpr_seq_ros.runtime.core import distinctiveness as node_score
     rng = np.random.default_rng(3)
     matrix = rng.random((20, 6))
     matrix[:4, 2] = np.inf
