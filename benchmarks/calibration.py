@@ -65,7 +65,7 @@ def main() -> None:
     print('seqslam preset, trailing windows; calibration fitted on validation frames, ECE '
           f'({args.bins} equal-width bins) on held-out frames (validation: {halves}; '
           '"constant" predicts the validation accuracy for every match)\n')
-    print('| pair | L | feature | method | val n | val acc | held-out n | held-out acc | '
+    print('| pair | L | feature | model | val n | val acc | held-out n | held-out acc | '
           'held-out mean P | held-out ECE |')
     print('|---|---:|---|---|---:|---:|---:|---:|---:|---:|')
     curves = []
@@ -87,14 +87,14 @@ def main() -> None:
                 splits[split] = top1_features(ref[lo:hi], query[lo:hi], settings, tol)
             fitted[(name, length)] = splits
             for f, feature in enumerate(('score', 'distance')):
-                for method in ('isotonic', 'logistic'):
-                    cal = fit_calibration(splits['val'][f], splits['val'][2], feature, method)
+                for model in ('isotonic', 'logistic'):
+                    cal = fit_calibration(splits['val'][f], splits['val'][2], feature, model)
                     prob = cal(splits['held'][f])
                     rel = reliability(prob, splits['held'][2], args.bins)
-                    print(f'| {name} | {length} | {feature} | {method} | {cal.num_samples} | '
+                    print(f'| {name} | {length} | {feature} | {model} | {cal.num_samples} | '
                           f'{cal.accuracy:.3f} | {len(prob)} | {splits["held"][2].mean():.3f} | '
                           f'{prob.mean():.3f} | {rel.ece:.3f} |', flush=True)
-                    if feature == 'score' and method == 'isotonic':
+                    if feature == 'score' and model == 'isotonic':
                         curves.append((f'{name} L={length}', rel))
             constant = np.full(len(splits['held'][2]), splits['val'][2].mean())
             print(f'| {name} | {length} | - | constant | {len(splits["val"][2])} | '

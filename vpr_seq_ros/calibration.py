@@ -32,7 +32,7 @@ from vpr_seq_ros.errors import ConfigError, MatchingError
 log = logging.getLogger(__name__)
 
 FEATURES = ('score', 'distance')
-METHODS = ('isotonic', 'logistic')
+MODELS = ('isotonic', 'logistic')
 FORMAT = 'vpr_seq_ros.calibration/1'
 _STD_FLOOR = 1e-12
 
@@ -71,7 +71,7 @@ class Calibration:
 
     Attributes:
         feature: ``'score'`` (P non-decreasing in it) or ``'distance'`` (non-increasing).
-        method: ``'isotonic'`` or ``'logistic'``.
+        model: ``'isotonic'`` or ``'logistic'``.
         x: isotonic: ``(K,)`` increasing feature values of the fitted points; logistic: empty.
         p: isotonic: ``(K,)`` probabilities at ``x``; logistic: empty.
         coef: logistic ``(a, b)`` of ``sigmoid(a * x + b)``; isotonic: empty.
@@ -80,7 +80,7 @@ class Calibration:
     """
 
     feature: Literal['score', 'distance']
-    method: Literal['isotonic', 'logistic']
+    model: Literal['isotonic', 'logistic']
     x: tuple[float, ...] = ()
     p: tuple[float, ...] = ()
     coef: tuple[float, ...] = ()
@@ -91,10 +91,10 @@ class Calibration:
         if self.feature not in FEATURES:
             raise ConfigError(f'calibration feature {self.feature!r} is unknown; valid: '
                               f'{", ".join(FEATURES)}')
-        if self.method not in METHODS:
-            raise ConfigError(f'calibration method {self.method!r} is unknown; valid: '
-                              f'{", ".join(METHODS)}')
-        if self.method == 'isotonic':
+        if self.model not in MODELS:
+            raise ConfigError(f'calibration model {self.model!r} is unknown; valid: '
+                              f'{", ".join(MODELS)}')
+        if self.model == 'isotonic':
             x, p = np.asarray(self.x, float), np.asarray(self.p, float)
             if len(x) == 0 or len(x) != len(p) or not np.all(np.isfinite(x)):
                 raise ConfigError('an isotonic calibration needs equally long, non-empty, '
@@ -118,7 +118,7 @@ class Calibration:
         v = np.asarray(values, dtype=np.float64)
         finite = np.isfinite(v)
         out = np.zeros(v.shape, dtype=np.float64)
-        if self.method == 'isotonic':
+        if self.model == 'isotonic':
             out[finite] = np.interp(v[finite], self.x, self.p)
         else:
             a, b = self.coef
@@ -127,7 +127,7 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (lists of floats), the inverse of :meth:`from_dict`."""
-        return {'format': FORMAT, 'feature': self.feature, 'method': self.method,
+        return {'format': FORMAT, 'feature': self.feature, 'model': self.model,
                 'x': [float(v) for v in self.x], 'p': [float(v) for v in self.p],
                 'coef': [float(v) for v in self.coef], 'num_samples': int(self.num_samples),
                 'accuracy': float(self.accuracy)}
@@ -146,15 +146,15 @@ class Calibration:
         if fmt != FORMAT:
             raise ConfigError(f'calibration format {fmt!r} is not {FORMAT!r}; fit it again '
                               'with this version')
-        known = {'feature', 'method', 'x', 'p', 'coef', 'num_samples', 'accuracy'}
+        known = {'feature', 'model', 'x', 'p', 'coef', 'num_samples', 'accuracy'}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f'unknown calibration keys {unknown}; valid: {sorted(known)}')
-        for key in ('feature', 'method'):
+        for key in ('feature', 'model'):
             if key not in data:
                 raise ConfigError(f'the calibration has no {key!r}; fit it again')
         try:
-            return cls(feature=data['feature'], method=data['method'],
+            return cls(feature=data['feature'], model=data['model'],
                        x=tuple(float(v) for v in data.get('x', ())),
                        p=tuple(float(v) for v in data.get('p', ())),
                        coef=tuple(float(v) for v in data.get('coef', ())),
@@ -246,13 +246,12 @@ def fit_logistic(values: np.ndarray, correct: np.ndarray,
 
 def fit_calibration(values: np.ndarray, correct: np.ndarray,
                     feature: Literal['score', 'distance'] = 'score',
-                    method: Literal['isotonic', 'logistic'] = 'isotonic') -> Calibration:
+                    model: Literal['isotonic', 'logistic'] = 'isotonic') -> Calibration:
     """Fit a calibration by name (see :func:`fit_isotonic`, :func:`fit_logistic`)."""
-    if method == 'isotonic':
-        return fit_isotonic(values, correct, feature)
-    if method == 'logistic':
-        return fit_logistic(values, correct, feature)
-    raise ConfigError(f'calibration method {method!r} is unknown; valid: {", ".join(METHODS)}')
+    fits = {'isotonic': fit_isotonic, 'logistic': fit_logistic}
+    if model not in fits:
+        raise ConfigError(f'calibration model {model!r} is unknown; valid: {", ".join(MODELS)}')
+    return fits[model](values, correct, feature)
 
 
 @dataclass(frozen=True, eq=False)
