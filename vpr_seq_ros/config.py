@@ -31,6 +31,8 @@ METHODS = method_names()
 which also knows methods registered at run time)."""
 WINDOWS = ('trailing', 'centred')
 DISTANCES = ('euclidean', 'sad')
+VELOCITY_KERNELS = ('rounded', 'interpolated')
+SLOPE_SCORES = ('standardised', 'raw')
 MAP_DTYPES = ('float32', 'float16')
 GROUND_TRUTHS = ('same-index', 'radius')
 NODE_MODES = ('localization', 'slam')
@@ -239,6 +241,12 @@ class MatchingConfig:
         slopes: velocity search: reference frames advanced per query frame; 1.0 alone is the
             identity kernel.
         seqgem_p: SeqGeM exponent when the encoder does not provide a learnt one.
+        velocity_kernel: velocity search kernels: ``rounded`` (each query frame on the nearest
+            reference frame) or ``interpolated`` (between the two nearest).
+        slope_scores: how slopes compete: ``standardised`` (each slope's scores of a query are
+            standardised over the map first) or ``raw``.
+        slope_penalty: constant-speed prior, in standard deviations per unit ``|ln slope|``,
+            added to a slope's standardised score (0: none).
         index: nearest-neighbour search over the map (exact, or approximate for large maps).
     """
 
@@ -248,6 +256,9 @@ class MatchingConfig:
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     slopes: tuple[float, ...] = (1.0,)
     seqgem_p: float = 3.0
+    velocity_kernel: str = 'rounded'
+    slope_scores: str = 'standardised'
+    slope_penalty: float = 3.0
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
@@ -259,6 +270,9 @@ class MatchingConfig:
         for slope in self.slopes:
             _positive('matching', 'slopes', slope)
         _positive('matching', 'seqgem_p', self.seqgem_p)
+        _choice('matching', 'velocity_kernel', self.velocity_kernel, VELOCITY_KERNELS)
+        _choice('matching', 'slope_scores', self.slope_scores, SLOPE_SCORES)
+        _positive('matching', 'slope_penalty', self.slope_penalty, allow_zero=True)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from typing import Any, Mapping, Sequence
 
 from vpr_seq_ros.config import (DEVICES, DISTANCES, ENCODERS, GROUND_TRUTHS, INDEX_KINDS,
                                 MAP_DTYPES, METHODS,
-                                NODE_MODES, RUNTIMES, TRANSFORMS, WINDOWS, Config,
+                                NODE_MODES, RUNTIMES, TRANSFORMS, VELOCITY_KERNELS, WINDOWS,
+                                Config,
                                 ResolvedConfig, available_presets, field_default, field_type,
                                 resolve_config)
 from vpr_seq_ros.errors import ConfigError
@@ -44,6 +45,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'evaluation.gt': GROUND_TRUTHS,
     'node.mode': NODE_MODES,
     'matching.index.kind': INDEX_KINDS,
+    'matching.velocity_kernel': VELOCITY_KERNELS,
 }
 """The closed sets of the schema, offered as ``choices``."""
 
@@ -88,6 +90,10 @@ FLAGS: dict[str, Flag] = {
                      '(SeqMatchNet) or sad (sum of absolute differences, SeqSLAM)'),
     'slopes': Flag('matching.slopes', 'velocity search: reference frames per query frame, '
                    'e.g. 0.8 1 1.25 (trailing windows only)', 'V'),
+    'velocity-kernel': Flag('matching.velocity_kernel', 'velocity search kernels: rounded '
+                            '(nearest reference frame) or interpolated'),
+    'slope-penalty': Flag('matching.slope_penalty', 'velocity search: constant-speed prior in '
+                          'standard deviations per unit |ln slope| (0: none)', 'S'),
     'seqgem-p': Flag('matching.seqgem_p', 'SeqGeM exponent when the model has no learnt one',
                      'P'),
     'index': Flag('matching.index.kind', 'nearest-neighbour search over the map: exact, or an '
@@ -217,7 +223,8 @@ SOURCE_FLAGS = ('rate-hz', 'poses', 'image-topic', 'pose-topic', 'keyframe-dista
 ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'batch-size',
                  'transform', 'transform-weights')
 MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k', 'index', 'nprobe', 'candidates')
-SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'seqgem-p')
+SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'velocity-kernel', 'slope-penalty',
+                  'seqgem-p')
 GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at')
 NODE_FLAGS = ('keyframe-min-distance-m', 'keyframe-min-interval-s', 'max-pose-distance',
               'exclude-recent-s', 'exclude-recent-m', 'min-streak', 'streak-tolerance',

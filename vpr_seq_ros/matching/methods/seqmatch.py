@@ -26,10 +26,13 @@ if TYPE_CHECKING:  # pragma: no cover
 def seqmatch_settings(cfg: Config, length: int | None = None) -> SeqMatchSettings:
     """The :class:`SeqMatchSettings` of a configuration (``length`` overrides L)."""
     contrast = cfg.matching.contrast
+    m = cfg.matching
     return SeqMatchSettings(length=cfg.sequence.length if length is None else length,
-                            metric=cfg.matching.distance, window=cfg.sequence.window,
-                            slopes=tuple(cfg.matching.slopes),
-                            contrast_window=contrast.window if contrast.enabled else None)
+                            metric=m.distance, window=cfg.sequence.window,
+                            slopes=tuple(m.slopes),
+                            contrast_window=contrast.window if contrast.enabled else None,
+                            velocity_kernel=m.velocity_kernel, slope_scores=m.slope_scores,
+                            slope_penalty=m.slope_penalty)
 
 
 class OnlineStream(StreamingMatcher):
