@@ -67,9 +67,8 @@ def load_index(refmap: Any, method: SequenceMethod, cfg: IndexConfig) -> AnnInde
         have = f'a {info.get("kind")} index for {info.get("method")}' \
             if isinstance(info, dict) else 'no index'
         raise MapError(f'matching.index.kind = {cfg.kind} needs a {cfg.kind} index for '
-                       f'{method.name} in the map, which has {have}; rebuild the map with that '
-                       'index (vpr-seq build-map --index KIND), or use matching.index.kind = '
-                       'exact')
+                       f'{method.name} in the map, which has {have}; rebuild the map with '
+                       f'matching.index.kind = {cfg.kind}, or use matching.index.kind = exact')
     stored = {k: info[k] for k in IndexConfig.__dataclass_fields__ if k in info}
     params = dataclasses.replace(IndexConfig(**stored), nprobe=cfg.nprobe,
                                  ef_search=cfg.ef_search, candidates=cfg.candidates)
