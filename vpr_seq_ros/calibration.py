@@ -354,9 +354,10 @@ def scores_from_stats(distance: np.ndarray, mean: np.ndarray, std: np.ndarray) -
 
 def save_calibration(calibration: Calibration, path: str | Path) -> Path:
     """Write a calibration as JSON; returns the path."""
-    path = Path(path)
-    path.write_text(json.dumps(calibration.to_dict(), indent=1) + '\n')
-    return path
+    from vpr_seq_ros.writing import atomic_write
+
+    text = (json.dumps(calibration.to_dict(), indent=1) + '\n').encode()
+    return atomic_write(Path(path), lambda handle: handle.write(text))
 
 
 def load_calibration(path: str | Path) -> Calibration:
@@ -370,10 +371,38 @@ def load_calibration(path: str | Path) -> Calibration:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f'cannot read calibration {path}: {err}; give a file written by '
-                          'save_calibration') from err
+                          'vpr-seq evaluate or replay --fit-calibration') from err
     return Calibration.from_dict(data)
 
 
-__all__ = ['Calibration', 'Reliability', 'distinctiveness', 'expected_calibration_error',
-           'fit_calibration', 'fit_isotonic', 'fit_logistic', 'load_calibration',
-           'pool_adjacent_violators', 'reliability', 'save_calibration', 'scores_from_stats']
+def calibration_report(calibration: Calibration, distances: np.ndarray,
+                       scores: np.ndarray | None, correct: np.ndarray,
+                       bins: int = 10) -> dict[str, Any]:
+    """How well a calibration predicts the matches of a run (held-out when it was fitted on
+    another): ECE and the reliability curve, JSON-ready.
+
+    Args:
+        calibration: the calibration.
+        distances: ``(n,)`` top-1 distances of the counted queries.
+        scores: ``(n,)`` their scores (needed when the calibration maps scores).
+        correct: ``(n,)`` whether each top-1 is right.
+    """
+    if calibration.feature == 'score' and scores is None:
+        raise MatchingError('this calibration maps scores, which this run did not record; '
+                            'fit one on distances')
+    values = scores if calibration.feature == 'score' else distances
+    curve = reliability(calibration(np.asarray(values)), correct, bins)
+    return {'feature': calibration.feature, 'model': calibration.model, 'ece': curve.ece,
+            'num_matches': int(len(correct)), 'accuracy': float(np.mean(correct))
+            if len(correct) else 0.0,
+            'bins': [{'from': float(lo), 'to': float(hi), 'count': int(n),
+                      'confidence': None if np.isnan(c) else float(c),
+                      'accuracy': None if np.isnan(a) else float(a)}
+                     for lo, hi, n, c, a in zip(curve.edges[:-1], curve.edges[1:], curve.counts,
+                                                curve.confidence, curve.accuracy)]}
+
+
+__all__ = ['Calibration', 'Reliability', 'calibration_report', 'distinctiveness',
+           'expected_calibration_error', 'fit_calibration', 'fit_isotonic', 'fit_logistic',
+           'load_calibration', 'pool_adjacent_violators', 'reliability', 'save_calibration',
+           'scores_from_stats']

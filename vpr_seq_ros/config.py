@@ -358,6 +358,8 @@ class LoopClosureConfig:
             threshold; the scale depends on the encoder, see vpr-seq replay).
         min_score: candidates must lie this many standard deviations below the mean distance
             to all past keyframes (encoder-independent; 0 disables).
+        min_confidence: candidates must have at least this calibrated probability of being
+            right (needs ``node.calibration``; 0 disables).
     """
 
     exclude_recent_s: float = 30.0
@@ -366,6 +368,7 @@ class LoopClosureConfig:
     streak_tolerance: int = 2
     max_distance: float = 0.0
     min_score: float = 0.0
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         _positive('node.loop_closure', 'exclude_recent_s', self.exclude_recent_s,
@@ -377,6 +380,9 @@ class LoopClosureConfig:
                   allow_zero=True)
         _positive('node.loop_closure', 'max_distance', self.max_distance, allow_zero=True)
         _positive('node.loop_closure', 'min_score', self.min_score, allow_zero=True)
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f'node.loop_closure.min_confidence = {self.min_confidence!r} '
+                              'must be in [0, 1]')
 
 
 @dataclass(frozen=True)
@@ -396,6 +402,10 @@ class NodeConfig:
         keyframe: keyframe gating.
         loop_closure: loop-closure candidates.
         verification: geometric verification of loop-closure candidates (slam mode).
+        calibration: a calibration file (``vpr-seq evaluate/replay --fit-calibration``) that
+            maps each match's score to the probability it is right: published as
+            ``confidence``, it scales the pose covariance and can gate loop closures ('':
+            none).
     """
 
     mode: str = 'localization'
@@ -408,6 +418,7 @@ class NodeConfig:
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     loop_closure: LoopClosureConfig = field(default_factory=LoopClosureConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    calibration: str = ''
 
     def __post_init__(self) -> None:
         _choice('node', 'mode', self.mode, NODE_MODES)

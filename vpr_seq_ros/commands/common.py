@@ -138,6 +138,11 @@ FLAGS: dict[str, Flag] = {
                    'geometric verification (local features, RANSAC); needs images'),
     'min-inliers': Flag('node.verification.min_inliers', 'slam: RANSAC inliers needed to '
                         'accept a loop closure', 'N'),
+    'calibration': Flag('node.calibration', 'a calibration file (from --fit-calibration): '
+                        'matches get a confidence, and the report the calibration error on '
+                        'this run', 'FILE'),
+    'min-confidence': Flag('node.loop_closure.min_confidence', 'slam: candidates need this '
+                           'calibrated probability of being right (needs --calibration)', 'P'),
     'min-score': Flag('node.loop_closure.min_score', 'slam: candidates must lie S standard '
                       'deviations below the mean distance (0 disables)', 'S'),
 }
@@ -225,10 +230,10 @@ ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'batc
 MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k', 'index', 'nprobe', 'candidates')
 SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'velocity-kernel', 'slope-penalty',
                   'seqgem-p')
-GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at')
+GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at', 'calibration')
 NODE_FLAGS = ('keyframe-min-distance-m', 'keyframe-min-interval-s', 'max-pose-distance',
               'exclude-recent-s', 'exclude-recent-m', 'min-streak', 'streak-tolerance',
-              'max-distance', 'min-score', 'verify', 'min-inliers')
+              'max-distance', 'min-score', 'min-confidence', 'verify', 'min-inliers')
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +264,24 @@ def config_from_args(args: argparse.Namespace, extra: Mapping[str, Any] | None =
                      base: Mapping[str, Any] | None = None) -> Config:
     """:func:`resolve_from_args` without the provenance."""
     return resolve_from_args(args, extra, base).config
+
+
+def add_fit_calibration_option(parser: argparse.ArgumentParser) -> None:
+    """--fit-calibration: fit the score-to-probability map on this (validation) run."""
+    parser.add_argument('--fit-calibration', metavar='OUT.json',
+                        help='fit, on this run, a monotone map from the top-1 distance to the '
+                        'probability that the match is right (isotonic regression), and write '
+                        'it for node.calibration / --calibration on other runs')
+
+
+def fit_and_write_calibration(distances: Any, correct: Any, path: str | Path) -> str:
+    """Fit an isotonic distance calibration and write it; returns a line for the user."""
+    from vpr_seq_ros.calibration import fit_calibration, save_calibration
+
+    calibration = fit_calibration(distances, correct, feature='distance')
+    written = save_calibration(calibration, path)
+    return (f'calibration: {written} (fitted on {calibration.num_samples} matches, '
+            f'{calibration.accuracy:.3f} of them right)')
 
 
 def add_overwrite_option(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,9 @@ import argparse
 
 from vpr_seq_ros.commands.common import (ENCODER_FLAGS, GT_FLAGS, MATCHING_FLAGS, SEQMATCH_FLAGS,
                                          SOURCE_FLAGS, SOURCE_HELP, LazyProgress,
-                                         add_config_options, add_flags, add_overwrite_option,
+                                         add_config_options, add_fit_calibration_option,
+                                         add_flags, add_overwrite_option,
+                                         fit_and_write_calibration,
                                          check_output, check_plot_output, overrides_from_args)
 
 
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument('--save-predictions', metavar='OUT.csv',
                      help='write the top-K predictions: query index, reference indices, '
                      'distances')
+    add_fit_calibration_option(out)
     add_overwrite_option(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolved.config
     report_path = check_output(args.report, args.overwrite, 'report')
     predictions_path = check_output(args.save_predictions, args.overwrite, 'predictions file')
+    calibration_path = check_output(args.fit_calibration, args.overwrite, 'calibration')
     plot_path = check_plot_output(args.plot, args.overwrite)
     print(ground_truth_text(cfg, resolved.origin_of('evaluation')))
     notes: list[str] = []
@@ -73,6 +77,17 @@ def run(args: argparse.Namespace) -> int:
           f'{m.num_queries_without_positive} without a positive)')
     print('  '.join(f'R@{k} {v:.3f}' for k, v in m.recall_at.items()) +
           f'  AP {m.average_precision:.3f}')
+    counted = m.counted
+    top1 = result.output.matches.distances[counted, 0]
+    if cfg.node.calibration:
+        from vpr_seq_ros.calibration import calibration_report, load_calibration
+
+        report['calibration'] = calibration_report(load_calibration(cfg.node.calibration),
+                                                   top1, None, m.top1_correct[counted])
+        print(f'calibration {cfg.node.calibration}: expected calibration error '
+              f'{report["calibration"]["ece"]:.3f} on this run')
+    if calibration_path:
+        print(fit_and_write_calibration(top1, m.top1_correct[counted], calibration_path))
     if report_path:
         print(f'report: {write_json(report, report_path)}')
     if predictions_path:

@@ -6,8 +6,9 @@ import argparse
 
 from vpr_seq_ros.commands.common import (ENCODER_FLAGS, GT_FLAGS, MATCHING_FLAGS, NODE_FLAGS,
                                          SEQMATCH_FLAGS, SOURCE_HELP, LazyProgress,
-                                         add_config_options, add_flags, add_overwrite_option,
-                                         overrides_from_args)
+                                         add_config_options, add_fit_calibration_option,
+                                         add_flags, add_overwrite_option,
+                                         fit_and_write_calibration, overrides_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flags(parser, SEQMATCH_FLAGS, 'sequence matching details')
     add_flags(parser, GT_FLAGS, 'ground truth')
     add_flags(parser, ('mode',) + NODE_FLAGS, 'the node (keyframes, localization, loop closure)')
+    add_fit_calibration_option(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
 
@@ -96,6 +98,21 @@ def run(args: argparse.Namespace) -> int:
                 plot_trajectory(folder / 'trajectory.png', refmap.run.poses,
                                 result.keyframe_poses, result.matches.top(1), m, title=title,
                                 ref_segments=refmap.run.segments)
+            counted = m.counted
+            top1 = result.matches.distances[counted, 0]
+            if cfg.node.calibration:
+                from vpr_seq_ros.calibration import calibration_report, load_calibration
+
+                scores = np.array([s.hypothesis.best.score if s.hypothesis and
+                                   s.hypothesis.best else np.nan for s in result.steps])
+                report['calibration'] = calibration_report(
+                    load_calibration(cfg.node.calibration), top1, scores[counted],
+                    m.top1_correct[counted])
+                print(f'calibration {cfg.node.calibration}: expected calibration error '
+                      f'{report["calibration"]["ece"]:.3f} on this run')
+            if args.fit_calibration:
+                print(fit_and_write_calibration(top1, m.top1_correct[counted],
+                                                args.fit_calibration))
         elif cfg.node.mode == 'localization':
             print(f'not scored: {report["note"]}')
         if cfg.node.mode == 'slam':

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vpr_seq_ros.calibration import Calibration, load_calibration
 from vpr_seq_ros.config import Config, to_dict
 from vpr_seq_ros.conversions import PathLength
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
@@ -101,6 +102,12 @@ class NodeCore:
         self._odom_pose: Pose | None = None
         self._path = PathLength()
         self._keyframe_index = -1
+        self.calibration: Calibration | None = None
+        if cfg.node.calibration:
+            self.calibration = load_calibration(cfg.node.calibration)  # fatal at start-up
+        elif cfg.node.loop_closure.min_confidence > 0:
+            raise ConfigError('node.loop_closure.min_confidence needs node.calibration (a '
+                              'file written by vpr-seq evaluate or replay --fit-calibration)')
         self.verification: VerificationGate | None = None
         if self.mode == 'slam' and cfg.node.verification.enabled:
             self.verification = self._verification_gate(cfg, threaded=False)
@@ -261,7 +268,8 @@ class NodeCore:
             if distances is None:
                 return None, ()
             return place_hypothesis(self._keyframe_index, frame.stamp_ns, distances,
-                                    self.store, self.cfg.matching.top_k), ()
+                                    self.store, self.cfg.matching.top_k,
+                                    self.calibration), ()
         decision: Decision = (None, ())
         if self.verification is not None:
             self.verification.add_keyframe(self._keyframe_index, frame.image)
@@ -269,7 +277,8 @@ class NodeCore:
             query = QueryKeyframe(self._keyframe_index, frame.stamp_ns, self._session,
                                   self._path.total_m if self._odom_pose is not None else None)
             decision = self._decider.step(distances, self.store, query,
-                                          self.cfg.node.loop_closure, self.cfg.matching.top_k)
+                                          self.cfg.node.loop_closure, self.cfg.matching.top_k,
+                                          self.calibration)
             if self.verification is not None and decision[1]:
                 assert decision[0] is not None
                 for closure in decision[1]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vpr_seq_ros.calibration import Calibration
 from vpr_seq_ros.config import LoopClosureConfig
 from vpr_seq_ros.conversions import NS_PER_S
 from vpr_seq_ros.runtime.outputs import Candidate, LoopClosure, PlaceHypothesis
@@ -48,7 +49,8 @@ def distinctiveness(distances: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 
 def top_candidates(distances: np.ndarray, top_k: int, stamps_ns: np.ndarray,
-                   poses: np.ndarray | None) -> tuple[Candidate, ...]:
+                   poses: np.ndarray | None,
+                   calibration: Calibration | None = None) -> tuple[Candidate, ...]:
     """The ``top_k`` smallest finite distances, best first (ties: lower index first).
 
     Args:
@@ -56,6 +58,7 @@ def top_candidates(distances: np.ndarray, top_k: int, stamps_ns: np.ndarray,
         top_k: K.
         stamps_ns: ``(N,)`` reference stamps.
         poses: ``(N, 4)`` reference poses (a candidate gets one when its row is finite).
+        calibration: maps each candidate's score (or distance) to the probability it is right.
     """
     finite = np.flatnonzero(np.isfinite(distances))
     if not len(finite):
@@ -64,18 +67,22 @@ def top_candidates(distances: np.ndarray, top_k: int, stamps_ns: np.ndarray,
     top = finite[np.argpartition(distances[finite], k - 1)[:k]]
     top = top[np.argsort(distances[top], kind='stable')]
     scores = distinctiveness(distances, distances[top])
+    confidence = np.full(len(top), np.nan) if calibration is None else \
+        calibration(scores if calibration.feature == 'score' else distances[top])
     return tuple(
         Candidate(int(i), int(stamps_ns[i]), float(distances[i]), float(s),
                   Pose(*poses[i]) if poses is not None and np.all(np.isfinite(poses[i]))
-                  else None)
-        for i, s in zip(top, scores))
+                  else None, float(c))
+        for i, s, c in zip(top, scores, confidence))
 
 
 def place_hypothesis(query_index: int, stamp_ns: int, distances: np.ndarray,
-                     store: ReferenceStore, top_k: int) -> PlaceHypothesis:
+                     store: ReferenceStore, top_k: int,
+                     calibration: Calibration | None = None) -> PlaceHypothesis:
     """Localization: the top-K places of a keyframe against the store."""
     return PlaceHypothesis(query_index, stamp_ns,
-                           top_candidates(distances, top_k, store.stamps_ns, store.poses))
+                           top_candidates(distances, top_k, store.stamps_ns, store.poses,
+                                          calibration))
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,8 @@ class LoopClosureDecider:
         self.streak, self.last_match = 0, None
 
     def step(self, distances: np.ndarray, store: KeyframeStore, query: QueryKeyframe,
-             lc: LoopClosureConfig, top_k: int) -> tuple[PlaceHypothesis, tuple[LoopClosure, ...]]:
+             lc: LoopClosureConfig, top_k: int, calibration: Calibration | None = None
+             ) -> tuple[PlaceHypothesis, tuple[LoopClosure, ...]]:
         """Decide on one keyframe.
 
         Args:
@@ -135,6 +143,7 @@ class LoopClosureDecider:
             query: the keyframe being decided on.
             lc: loop-closure parameters.
             top_k: candidates in the hypothesis.
+            calibration: the score-to-probability map (``min_confidence`` needs it).
 
         Returns:
             The hypothesis (recent keyframes excluded) and zero or one loop closure.
@@ -144,11 +153,12 @@ class LoopClosureDecider:
         masked[excluded_recent(store, query, lc, n)] = np.inf
         poses = store.poses
         candidates = top_candidates(masked, top_k, store.stamps_ns[:n],
-                                    None if poses is None else poses[:n])
+                                    None if poses is None else poses[:n], calibration)
         hypothesis = PlaceHypothesis(query.index, query.stamp_ns, candidates)
         best = hypothesis.best
         if best is None or (lc.max_distance > 0 and best.distance > lc.max_distance) or \
-                best.score < lc.min_score:
+                best.score < lc.min_score or \
+                (lc.min_confidence > 0 and not best.confidence >= lc.min_confidence):
             self.reset()
             return hypothesis, ()
         consistent = self.last_match is not None and \

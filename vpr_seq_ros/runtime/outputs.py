@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,8 @@ class Candidate:
         score: distinctiveness of the match: how many standard deviations its distance lies
             below the mean distance over all reference anchors (higher is better, >= 0).
         pose: the reference pose, when the map has poses.
+        confidence: calibrated probability that the match is right (``node.calibration``),
+            NaN without a calibration.
     """
 
     ref_index: int
@@ -28,6 +32,7 @@ class Candidate:
     distance: float
     score: float
     pose: Pose | None = None
+    confidence: float = math.nan
 
 
 @dataclass(frozen=True)
