@@ -104,7 +104,7 @@ def _export_int8(frames: list[np.ndarray], folder: Path) -> tuple[Path, str]:
     for i, frame in enumerate(frames):
         Image.fromarray(frame).save(calibration / f'{i:03d}.png')
     cfg = EncoderConfig(name='jist-r18', random_init=True, precision='int8',
-                        calibration=str(calibration), calibration_frames=len(frames))
+                        calibration_run=str(calibration), calibration_frames=len(frames))
     try:
         return export_onnx(cfg, folder / 'jist.onnx', HEIGHT, WIDTH), 'passed'
     except ModelError as err:

@@ -38,7 +38,7 @@ from vpr_seq_ros.encoders.jist import build_jist_encoder  # noqa: E402
 from vpr_seq_ros.errors import ModelError  # noqa: E402
 from vpr_seq_ros.models.onnx_export import export_onnx  # noqa: E402
 from vpr_seq_ros.pipeline import encode_run, evaluate_encoded  # noqa: E402
-from vpr_seq_ros.refmap import ReferenceMap  # noqa: E402
+from vpr_seq_ros.refmap import ReferenceMap, make_manifest  # noqa: E402
 from vpr_seq_ros.sources import open_source  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
@@ -55,7 +55,7 @@ def _subset(src: Path, dst: Path, count: int) -> Path:
 
 def _int8_card(cfg_dict: dict, calibration: Path, out: Path) -> tuple[Path, str]:
     cfg = load_config(overrides={**cfg_dict, 'encoder.precision': 'int8',
-                                 'encoder.calibration': str(calibration)}).encoder
+                                 'encoder.calibration_run': str(calibration)}).encoder
     try:
         return export_onnx(cfg, out), 'passed'
     except ModelError as err:
@@ -121,7 +121,9 @@ def main() -> int:
                                        runs['fp32'][1].descriptors])
                 cosine = float(((both * fp32).sum(1) / (np.linalg.norm(both, axis=1)
                                                         * np.linalg.norm(fp32, axis=1))).min())
-                refmap = ReferenceMap(ref_run, {'encoder': encoder.settings()})
+                refmap = ReferenceMap(ref_run, make_manifest(
+                    encoder.settings(), 5, str(ref), 'float32', len(ref_run),
+                    ref_run.descriptors.shape[1]))
                 for method in ('single', 'seqgem'):
                     run_cfg = replace(cfg, **{'matching.method': method})
                     result = evaluate_encoded(refmap, query_run, run_cfg, encoder.seqgem_p,

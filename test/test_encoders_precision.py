@@ -21,7 +21,7 @@ from vpr_seq_ros.encoders.precision import (Capabilities, build_at_precision, ch
                                             synthetic_frames)
 from vpr_seq_ros.errors import ConfigError, MapError, ModelError
 from vpr_seq_ros.models.onnx_export import export_onnx
-from vpr_seq_ros.refmap import ReferenceMap
+from vpr_seq_ros.refmap import ReferenceMap, make_manifest
 from vpr_seq_ros.types import EncodedRun
 
 H, W = 64, 96
@@ -185,7 +185,7 @@ def test_int8_jist_is_admitted_only_with_parity(weights: Path, tmp_path: Path) -
     for i, frame in enumerate(synthetic_frames(6, 90, 120, seed=1)):
         Image.fromarray(frame).save(calibration / f'{i:02d}.png')
     out = tmp_path / 'out'
-    cfg = _jist(weights, precision='int8', calibration=str(calibration), calibration_frames=6)
+    cfg = _jist(weights, precision='int8', calibration_run=str(calibration), calibration_frames=6)
     try:
         card = export_onnx(cfg, out / 'jist.onnx')
     except ModelError as err:
@@ -200,13 +200,13 @@ def test_int8_jist_is_admitted_only_with_parity(weights: Path, tmp_path: Path) -
     with pytest.raises(ConfigError, match='int8 export needs calibration frames'):
         export_onnx(_jist(weights, precision='int8'), tmp_path / 'other.onnx')
     with pytest.raises(ConfigError, match='calibration run .*missing does not exist'):
-        export_onnx(_jist(weights, precision='int8', calibration=str(tmp_path / 'missing')),
+        export_onnx(_jist(weights, precision='int8', calibration_run=str(tmp_path / 'missing')),
                     tmp_path / 'other.onnx')
 
 
 def test_a_missing_calibration_run_falls_back_to_synthetic_frames(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = EncoderConfig(calibration=str(tmp_path / 'gone'), calibration_frames=4)
+    cfg = EncoderConfig(calibration_run=str(tmp_path / 'gone'), calibration_frames=4)
     with caplog.at_level(logging.WARNING):
         frames, origin = precision_module.calibration_frames(cfg)
     assert origin == '4 seeded synthetic images' and 'does not exist' in caplog.text
@@ -217,7 +217,7 @@ def test_a_missing_calibration_run_falls_back_to_synthetic_frames(
     for i, frame in enumerate(synthetic_frames(10, 30, 40, seed=2)):
         Image.fromarray(frame).save(run / f'{i:02d}.png')
     frames, origin = precision_module.calibration_frames(
-        EncoderConfig(calibration=str(run), calibration_frames=4))
+        EncoderConfig(calibration_run=str(run), calibration_frames=4))
     assert origin == f'4 frames spread over {run}'
     expected = synthetic_frames(10, 30, 40, seed=2)
     for got, index in zip(frames, (0, 3, 6, 9)):
@@ -280,12 +280,14 @@ def test_maps_and_queries_of_different_precisions_are_compatible() -> None:
             'weights_sha256': 'ab' * 32, 'random_init': False, 'untrained_head': False}
     run = EncodedRun(np.zeros((3, 4), np.float32), np.arange(3, dtype=np.int64), None,
                      np.zeros(3, np.int64), ())
-    refmap = ReferenceMap(run, {'encoder': {**base, 'precision': 'fp32'}})
+    refmap = ReferenceMap(run, make_manifest({**base, 'precision': 'fp32'}, 1, 'run',
+                                             'float32', 3, 4))
     parity = {'frames': 16, 'min_cosine': 0.9999, 'max_abs_diff': 1e-3, 'top1_mismatches': 0}
     refmap.check_query({**base, 'precision': 'bf16', 'parity': parity})
     refmap.check_query(base)  # a map made before precision was recorded
-    transformed = ReferenceMap(run, {'encoder': {'name': 'jist-r18+seqmatchnet', 'base': {
-        **base, 'precision': 'int8', 'parity': parity}, 'transform': {'dim': 4}}})
+    transformed = ReferenceMap(run, make_manifest({'name': 'jist-r18+seqmatchnet', 'base': {
+        **base, 'precision': 'int8', 'parity': parity}, 'transform': {'dim': 4}}, 1, 'run',
+        'float32', 3, 4))
     transformed.check_query({'name': 'jist-r18+seqmatchnet', 'base': {**base,
                              'precision': 'fp32'}, 'transform': {'dim': 4}})
     with pytest.raises(MapError, match='weights_sha256') as err:

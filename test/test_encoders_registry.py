@@ -119,7 +119,7 @@ def test_toy_encoder_exports_to_onnx_fp32_and_int8(toy: object, tmp_path: Path,
     weights = save_toy_weights(tmp_path / 'toy.pth', seed=5)
     out = tmp_path / 'toy.onnx'
     assert cli_main(['export-onnx', '--encoder', NAME, '--weights', str(weights), '-o', str(out),
-                     '--input-size', str(H), str(W), '--precision', 'int8', '--calibration',
+                     '--input-size', str(H), str(W), '--precision', 'int8', '--calibration-run',
                      str(run_folder), '--calibration-frames', '8']) == 0
     printed = capsys.readouterr().out
     assert 'int8 graph:' in printed and 'min cosine' in printed

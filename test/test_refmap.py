@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -34,8 +35,8 @@ def test_round_trip(tmp_path, dtype):
     np.testing.assert_array_equal(loaded.run.segments, original.run.segments)
     np.testing.assert_array_equal(loaded.run.poses, original.run.poses)
     assert loaded.run.names == original.run.names
-    assert loaded.manifest['encoder'] == {'name': 'patchnorm', 'width': 64}
-    assert loaded.manifest['format_version'] == 1
+    assert loaded.manifest.encoder == {'name': 'patchnorm', 'width': 64}
+    assert loaded.manifest.format_version == 1
 
 
 def test_map_without_poses(tmp_path):
@@ -45,7 +46,8 @@ def test_map_without_poses(tmp_path):
 
 def test_failed_write_leaves_nothing(tmp_path):
     refmap = small_map()
-    bad = ReferenceMap(refmap.run, {**refmap.manifest, 'bad': object()})
+    bad = ReferenceMap(refmap.run, dataclasses.replace(refmap.manifest,
+                                                      extra={'bad': object()}))
     with pytest.raises(TypeError):
         save_map(bad, tmp_path / 'm.npz')
     assert list(tmp_path.iterdir()) == []
@@ -54,7 +56,7 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_overwrite_is_atomic(tmp_path):
     path = save_map(small_map(), tmp_path / 'm.npz')
     save_map(small_map('float16'), path)
-    assert load_map(path).manifest['dtype'] == 'float16'
+    assert load_map(path).manifest.dtype == 'float16'
     assert [p.name for p in tmp_path.iterdir()] == ['m.npz']
 
 
@@ -65,7 +67,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(MapError, match='corrupt'):
         load_map(tmp_path / 'bad.npz')
     refmap = small_map()
-    manifest = {**refmap.manifest, 'format_version': 99}
+    manifest = {**refmap.manifest.to_dict(), 'format_version': 99}
     path = tmp_path / 'v99.npz'
     np.savez(path, manifest=np.frombuffer(json.dumps(manifest).encode(), np.uint8),
              descriptors=refmap.run.descriptors)
@@ -119,3 +121,22 @@ def test_compressed_and_truncated_files(tmp_path):
     (tmp_path / 'x.npz').write_bytes(b'not a zip at all')
     with pytest.raises(MapError, match='corrupt or not a map'):
         load_map(tmp_path / 'x.npz')
+
+
+def test_manifest_round_trip_keeps_every_entry(tmp_path):
+    refmap = small_map()
+    manifest = dataclasses.replace(refmap.manifest, geo_origin=(48.1, 11.5, 520.0),
+                                   config={'sequence': {'length': 5}},
+                                   extra={'sequence_descriptors': {'length': 5, 'p': 3.0}})
+    loaded = load_map(save_map(ReferenceMap(refmap.run, manifest), tmp_path / 'm')).manifest
+    assert loaded == manifest
+    assert loaded.get('sequence_descriptors') == {'length': 5, 'p': 3.0}
+    assert loaded.get('missing', 7) == 7
+    broken = {**manifest.to_dict()}
+    del broken['sequence_length']
+    path = tmp_path / 'broken.npz'
+    np.savez(path, manifest=np.frombuffer(json.dumps(broken).encode(), np.uint8),
+             descriptors=refmap.run.descriptors, stamps_ns=refmap.run.stamps_ns,
+             segments=refmap.run.segments)
+    with pytest.raises(MapError, match='malformed manifest'):
+        load_map(path)

@@ -133,13 +133,13 @@ def test_slam_replay_closes_the_loop(tmp_path):
 def test_replay_cli_and_errors(mapped_route, tmp_path, capsys):
     refmap, query_bag, _ = mapped_route
     out = tmp_path / 'cli_out'
-    code = main(['replay', str(query_bag), '--map', refmap.manifest['path'], '--image-topic',
+    code = main(['replay', str(query_bag), '--map', str(refmap.path), '--image-topic',
                  '/camera/image_raw/compressed', '--pose-topic', '/odom', '--radius-m', '1.5',
                  '--out', str(out), '--no-progress'])
     assert code == 0
     report = json.loads((out / 'report.json').read_text())
     assert report['recall_at']['1'] >= 0.9 and (out / 'plot.png').is_file()
-    assert main(['replay', str(query_bag), '--map', refmap.manifest['path'], '--image-topic',
+    assert main(['replay', str(query_bag), '--map', str(refmap.path), '--image-topic',
                  '/nope', '--out', str(tmp_path / 'x'), '--no-progress']) == 2
     assert '/camera/image_raw/compressed' in capsys.readouterr().err
     with pytest.raises(SourceError, match='does not exist'):

@@ -230,7 +230,7 @@ def test_map_settings_do_not_trap_the_query(tmp_path):
     query_bag = write_bag(tmp_path / 'query', 'mcap', image_records(TS2, stamps))
     map_path = build_map(ref_bag, load_config(overrides={
         'source.image_topic': '/cam', 'source.pose_topic': '/gps/fix'}), tmp_path / 'm.npz')
-    assert load_map(map_path).manifest.get('geo_origin')
+    assert load_map(map_path).manifest.geo_origin
     assert main(['evaluate', '--map', str(map_path), str(query_bag), '--gt', 'same-index',
                  '--no-progress']) == 0
     # a pose topic the user gives explicitly is still checked
@@ -249,7 +249,7 @@ def test_stored_weights_paths_work_from_any_folder(tmp_path, npy_runs, monkeypat
     monkeypatch.chdir(work)
     assert main(['build-map', str(ref), '-o', str(tmp_path / 'm.npz'), '--preset',
                  'seqmatchnet', '--transform-weights', 'smn.pth.tar', '--no-progress']) == 0
-    stored = load_map(tmp_path / 'm.npz').manifest['config']['encoder']['transform']['weights']
+    stored = load_map(tmp_path / 'm.npz').manifest.config['encoder']['transform']['weights']
     assert Path(stored).is_absolute()
     elsewhere = tmp_path / 'elsewhere'
     elsewhere.mkdir()

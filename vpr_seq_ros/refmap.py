@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import logging
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +29,88 @@ MAP_FORMAT = 'vpr_seq_ros.map'
 MAP_FORMAT_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """What made a map, stored in it.
+
+    Attributes:
+        encoder: settings of the encoder that made the frame descriptors.
+        sequence_length: L the map was built for.
+        source: the mapping run it was built from.
+        dtype: storage type of the descriptors (``float32`` or ``float16``).
+        num_frames: frames in the map.
+        descriptor_dim: D.
+        created_utc: creation time, ISO 8601.
+        config: the whole configuration the map was built with (nested dict).
+        geo_origin: ``(lat, lon, alt)`` about which GPS poses are metres, for GPS runs.
+        extra: entries owned by other stages (e.g. ``sequence_descriptors``: how the stored
+            sequence descriptors were made; ``dropped_frames``), read with :meth:`get`.
+        format: :data:`MAP_FORMAT`.
+        format_version: :data:`MAP_FORMAT_VERSION`.
+    """
+
+    encoder: dict[str, Any]
+    sequence_length: int
+    source: str
+    dtype: str
+    num_frames: int
+    descriptor_dim: int
+    created_utc: str = ''
+    config: dict[str, Any] = field(default_factory=dict)
+    geo_origin: tuple[float, float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: str = MAP_FORMAT
+    format_version: int = MAP_FORMAT_VERSION
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """An entry of :attr:`extra` (a stage's own bookkeeping)."""
+        return self.extra.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the map file."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'extra'}
+        out['geo_origin'] = list(self.geo_origin) if self.geo_origin else None
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Parse the stored JSON form; unknown entries go to :attr:`extra`.
+
+        Raises:
+            KeyError, TypeError, ValueError: a required entry is missing or malformed.
+        """
+        known = {f.name for f in fields(cls)} - {'extra'}
+        values = {k: v for k, v in data.items() if k in known}
+        origin = values.get('geo_origin')
+        values['geo_origin'] = tuple(float(v) for v in origin) if origin else None
+        for key in ('sequence_length', 'num_frames', 'descriptor_dim', 'format_version'):
+            values[key] = int(values[key])
+        if not isinstance(values['encoder'], dict):
+            raise TypeError('encoder settings must be a mapping')
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+
 @dataclass(frozen=True, eq=False)
 class ReferenceMap:
     """A reference map.
 
     Attributes:
         run: the reference run's frame descriptors, stamps, poses and segments.
-        manifest: format, encoder settings, sequence length, creation time, source, ...
+        manifest: what made it.
         sequence_descriptors: ``(N, D)`` SeqGeM descriptors of trailing windows (rows without a
             full window are zeros), stored when the map was built for ``seqgem``.
+        path: the file it was read from (None for a map not read from a file).
+        index: an approximate-search index trained by ``build-map``, serialised by faiss
+            (``uint8``); its parameters are the manifest's ``index`` entry.
+        index_rows: ``(R,)`` the rows the index holds, in its order.
     """
 
     run: EncodedRun
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest
     sequence_descriptors: np.ndarray | None = None
+    path: Path | None = None
+    index: np.ndarray | None = None
+    index_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.run)
@@ -50,7 +118,7 @@ class ReferenceMap:
     @property
     def encoder_settings(self) -> dict[str, Any]:
         """Settings of the encoder that made the frame descriptors."""
-        return dict(self.manifest.get('encoder', {}))
+        return dict(self.manifest.encoder)
 
     def check_query(self, encoder_settings: dict[str, Any]) -> None:
         """Refuse a query whose encoder settings differ from the map's.
@@ -98,20 +166,16 @@ def _normalise(value: Any) -> Any:
 
 
 def make_manifest(encoder_settings: dict[str, Any], sequence_length: int, source: str,
-                  dtype: str, num_frames: int, dim: int, **extra: Any) -> dict[str, Any]:
-    """The manifest of a new map."""
-    return {
-        'format': MAP_FORMAT,
-        'format_version': MAP_FORMAT_VERSION,
-        'encoder': encoder_settings,
-        'sequence_length': int(sequence_length),
-        'created_utc': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
-        'source': source,
-        'dtype': dtype,
-        'num_frames': int(num_frames),
-        'descriptor_dim': int(dim),
-        **extra,
-    }
+                  dtype: str, num_frames: int, dim: int,
+                  config: dict[str, Any] | None = None,
+                  geo_origin: tuple[float, float, float] | None = None,
+                  **extra: Any) -> Manifest:
+    """The manifest of a new map (``extra``: entries owned by other stages)."""
+    return Manifest(encoder_settings, int(sequence_length), source, dtype, int(num_frames),
+                    int(dim),
+                    _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
+                    dict(config or {}), tuple(geo_origin) if geo_origin else None,  # type: ignore[arg-type]
+                    dict(extra))
 
 
 def map_output_path(path: str | Path) -> Path:
@@ -145,9 +209,10 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
     """
     path = map_output_path(path)
     run = refmap.run
-    dtype = np.float16 if refmap.manifest.get('dtype') == 'float16' else np.float32
+    dtype = np.float16 if refmap.manifest.dtype == 'float16' else np.float32
     arrays: dict[str, np.ndarray] = {
-        'manifest': np.frombuffer(json.dumps(refmap.manifest).encode(), dtype=np.uint8),
+        'manifest': np.frombuffer(json.dumps(refmap.manifest.to_dict()).encode(),
+                                  dtype=np.uint8),
         'descriptors': np.asarray(run.descriptors, dtype=dtype),
         'stamps_ns': np.asarray(run.stamps_ns, dtype=np.int64),
         'segments': np.asarray(run.segments, dtype=np.int64),
@@ -157,6 +222,9 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
         arrays['poses'] = np.asarray(run.poses, dtype=np.float64)
     if refmap.sequence_descriptors is not None:
         arrays['sequence_descriptors'] = np.asarray(refmap.sequence_descriptors, dtype=dtype)
+    if refmap.index is not None and refmap.index_rows is not None:
+        arrays['index'] = np.asarray(refmap.index, dtype=np.uint8)
+        arrays['index_rows'] = np.asarray(refmap.index_rows, dtype=np.int64)
     try:
         atomic_write(path, lambda handle: np.savez(handle, **arrays))
     except VprSeqError as err:
@@ -224,16 +292,21 @@ def load_map(path: str | Path, keep_float16: bool = False) -> ReferenceMap:
         raise MapError(f'map file {path} is corrupt or not a map: {err}; rebuild it with '
                        '`vpr-seq build-map`') from err
     try:
-        manifest = json.loads(np.asarray(arrays['manifest']).tobytes().decode())
+        stored = json.loads(np.asarray(arrays['manifest']).tobytes().decode())
     except (KeyError, ValueError, UnicodeDecodeError) as err:
         raise MapError(f'map file {path} has no readable manifest') from err
-    if not isinstance(manifest, dict) or manifest.get('format') != MAP_FORMAT:
-        found = manifest.get('format') if isinstance(manifest, dict) else None
+    if not isinstance(stored, dict) or stored.get('format') != MAP_FORMAT:
+        found = stored.get('format') if isinstance(stored, dict) else None
         raise MapError(f'{path} is not a vpr_seq_ros map (format {found!r})')
-    version = manifest.get('format_version')
+    version = stored.get('format_version')
     if version != MAP_FORMAT_VERSION:
         raise MapError(f'map {path} has format version {version}; this vpr_seq_ros reads '
                        f'version {MAP_FORMAT_VERSION}. Rebuild the map with `vpr-seq build-map`.')
+    try:
+        manifest = Manifest.from_dict(stored)
+    except (KeyError, TypeError, ValueError) as err:
+        raise MapError(f'map file {path} has a malformed manifest ({err!r}); rebuild it with '
+                       '`vpr-seq build-map`') from err
     required = ('descriptors', 'stamps_ns', 'segments')
     missing = [k for k in required if k not in arrays]
     if missing:
@@ -257,5 +330,6 @@ def load_map(path: str | Path, keep_float16: bool = False) -> ReferenceMap:
     seq = arrays.get('sequence_descriptors')
     run = EncodedRun(descriptors, np.array(arrays['stamps_ns'], dtype=np.int64), poses,
                      np.array(arrays['segments'], dtype=np.int64), names)
-    manifest['path'] = str(path)
-    return ReferenceMap(run, manifest, None if seq is None else floats(seq))
+    index, index_rows = arrays.get('index'), arrays.get('index_rows')
+    return ReferenceMap(run, manifest, None if seq is None else floats(seq), path, index,
+                        None if index_rows is None else np.array(index_rows, np.int64))

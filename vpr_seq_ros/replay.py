@@ -28,8 +28,8 @@ from vpr_seq_ros.messages.images import decode_any
 from vpr_seq_ros.messages.outputs import (OUTPUT_TYPES, TOPIC_DIAGNOSTICS, diagnostics,
                                           rosbags_factory, step_messages)
 from vpr_seq_ros.matching.windows import check_length
-from vpr_seq_ros.pipeline import (bag_topic_types, evaluation_k, ground_truth_dict,
-                                  manifest_digest, query_source_config)
+from vpr_seq_ros.pipeline import (MAX_PLOT_MATRIX, bag_topic_types, evaluation_k,
+                                  ground_truth_dict, manifest_digest, query_source_config)
 from vpr_seq_ros.refmap import ReferenceMap
 from vpr_seq_ros.runtime.core import NodeCore
 from vpr_seq_ros.runtime.outputs import LoopClosure, StepResult
@@ -60,6 +60,8 @@ class ReplayResult:
         frame_indices: each keyframe's frame index in the run (for same-index ground truth).
         keyframe_poses: ``(K, 4)`` poses interpolated at the keyframes, when the run has them.
         notes: settings inherited from the map that did not apply to this run.
+        columns: each keyframe's ``(N,)`` distances (None before a full window), when the map
+            is small enough for a plot of the distance matrix.
         steps: the node core's result for every keyframe.
         metrics: localization metrics (when the bag and the map have poses).
         report: the JSON report.
@@ -77,6 +79,7 @@ class ReplayResult:
     matches: Matches | None = None
     frame_indices: list[int] = field(default_factory=list)
     keyframe_poses: np.ndarray | None = None
+    columns: list[np.ndarray | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -225,7 +228,7 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
     if cfg.node.mode == 'localization':
         core_cfg = config_replace(cfg, **{'matching.top_k': evaluation_k(cfg)})
     core = NodeCore(core_cfg, encoder, refmap)  # refuses a map of another encoder first
-    window = core.diagnostics.sequence_length
+    window = core.window_length
     result = ReplayResult(notes=notes)
     origin: list[float] = list(geo_origin) if geo_origin else []
     pose_ns: list[int] = []
@@ -237,6 +240,8 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
     try:
         total = _count_frames(run, source_cfg, reader, source)
         check_length(total, window, f'query run {run}')
+        core.record_distances = refmap is not None and \
+            len(refmap) * total <= MAX_PLOT_MATRIX  # a distance matrix for the plot
         out_bag = _ResultBag(Path(out_dir) / 'result_bag') if out_dir is not None else None
         if on_start:
             on_start(total)
@@ -267,8 +272,10 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
             if step.keyframe:
                 result.keyframes.append(stamp)
                 result.frame_indices.append(index)
-                result.steps.append(step)
+                result.steps.append(dc_replace(step, distances=None))
                 result.latencies_ms.append(step.encode_ms + step.match_ms)
+                if core.record_distances:
+                    result.columns.append(step.distances)
             if out_bag is not None:
                 published = _published(step, top_k)
                 for out in step_messages(out_bag.make, published, cfg.node.map_frame,
@@ -310,7 +317,7 @@ def _score(result: ReplayResult, core: NodeCore, cfg: Config, refmap: ReferenceM
     lat = np.asarray(result.latencies_ms) if result.latencies_ms else np.zeros(1)
     report: dict[str, Any] = {
         'mode': cfg.node.mode, 'method': cfg.matching.method,
-        'seq_len': core.diagnostics.sequence_length, 'top_k': cfg.matching.top_k,
+        'seq_len': core.window_length, 'top_k': cfg.matching.top_k,
         'keyframes': len(result.keyframes),
         'latency_ms': {'p50': float(np.percentile(lat, 50)), 'p99': float(np.percentile(lat, 99)),
                        'max': float(lat.max())},
@@ -352,20 +359,67 @@ def _score(result: ReplayResult, core: NodeCore, cfg: Config, refmap: ReferenceM
                               'accuracy not scored (give a pose topic, or same-index ground '
                               'truth for runs aligned by frame index)')
     elif cfg.node.mode == 'slam':
-        closures = [c for s in result.steps for c in s.loop_closures]
-        report['loop_closures'] = len(closures)
-        if q_poses is not None and closures:
-            by_stamp = {int(s): i for i, s in enumerate(keyframe_ns)}
-            correct = []
-            for c in closures:
-                a, b = by_stamp.get(c.query_stamp_ns), by_stamp.get(c.match_stamp_ns)
-                if a is None or b is None or not (q_valid[a] and q_valid[b]):
-                    continue
-                correct.append(math.dist(q_poses[a, :3], q_poses[b, :3]) <= gt.radius_m)
-            report['loop_closure_precision'] = float(np.mean(correct)) if correct else None
-            report['loop_closures_scored'] = len(correct)
-            report['ground_truth'] = {'type': 'radius', 'radius_m': gt.radius_m}
+        appearance = core.verification.appearance_closures if core.verification else None
+        report.update(_closure_report(result, cfg, keyframe_ns, q_poses, q_valid, appearance))
     result.report = report
+
+
+def _closure_report(result: ReplayResult, cfg: Config, keyframe_ns: np.ndarray,
+                    q_poses: np.ndarray | None, q_valid: np.ndarray,
+                    appearance: list[LoopClosure] | None = None) -> dict[str, Any]:
+    """Loop closures before and after geometric verification, scored against the poses.
+
+    A closure is correct when its two keyframes lie within ``evaluation.radius_m``; recall is
+    over the *revisit* keyframes: those with a keyframe within the radius that is older than
+    ``node.loop_closure.exclude_recent_s`` (or of an earlier session), i.e. findable ones.
+    ``appearance``: the closures as the appearance decision made them, before verification.
+    """
+    verified = [c for s in result.steps for c in s.loop_closures]
+    rejected = [r.closure for s in result.steps for r in s.rejected]
+    out: dict[str, Any] = {'loop_closures': len(verified)}
+    if appearance is not None:
+        out['loop_closure_candidates'] = len(appearance)
+        out['loop_closures_rejected'] = len(rejected)
+        reasons: dict[str, int] = {}
+        for step in result.steps:
+            for r in step.rejected:
+                reasons[r.reasons[0]] = reasons.get(r.reasons[0], 0) + 1
+        out['rejection_reasons_of_best_candidate'] = reasons
+    if q_poses is None or not q_valid.any():
+        return out
+    radius = cfg.evaluation.radius_m
+    xyz = np.where(q_valid[:, None], q_poses[:, :3], np.nan)
+    revisit = np.zeros(len(keyframe_ns), bool)
+    gap_ns = int(cfg.node.loop_closure.exclude_recent_s * 1e9)
+    for q in range(len(keyframe_ns)):
+        older = np.flatnonzero((keyframe_ns < keyframe_ns[q] - gap_ns) |
+                               (np.arange(len(keyframe_ns)) < q) &
+                               (keyframe_ns > keyframe_ns[q]))  # an earlier session
+        if len(older) and q_valid[q]:
+            d = np.linalg.norm(xyz[older] - xyz[q], axis=1)
+            revisit[q] = bool(np.any(d <= radius))
+
+    def score(closures: list[LoopClosure]) -> dict[str, Any]:
+        pairs = [(c.query_index, c.match_index) for c in closures
+                 if c.query_index < len(xyz) and c.match_index < len(xyz) and
+                 q_valid[c.query_index] and q_valid[c.match_index]]
+        correct = [bool(np.linalg.norm(xyz[a] - xyz[b]) <= radius) for a, b in pairs]
+        found = {a for (a, _), ok in zip(pairs, correct) if ok and revisit[a]}
+        return {'closures_scored': len(pairs), 'false': int(len(correct) - sum(correct)),
+                'precision': float(np.mean(correct)) if correct else None,
+                'recall_of_revisits': len(found) / int(revisit.sum()) if revisit.any()
+                else None}
+
+    out['ground_truth'] = {'type': 'radius', 'radius_m': radius}
+    out['revisit_keyframes'] = int(revisit.sum())
+    after = score(verified)
+    out['loop_closure_precision'] = after['precision']
+    out['loop_closures_scored'] = after['closures_scored']
+    out['loop_closure_recall'] = after['recall_of_revisits']
+    if appearance is not None:
+        out['before_verification'] = score(appearance)
+        out['after_verification'] = after
+    return out
 
 
 def _positives(result: ReplayResult, refmap: ReferenceMap, cfg: Config,

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'graph (input: uint8 RGB NCHW 0..255, dynamic batch, fixed height and width; output: '
         'descriptors), check it against torch (max abs difference <= 1e-4) and write the model '
         'card <output>.yaml next to it. With --precision int8 also write <output>.int8.onnx, '
-        'statically quantised on frames spread over --calibration (your own run) and kept '
+        'statically quantised on frames spread over --calibration-run (your own run) and kept '
         'only if its descriptors agree with fp32 (cosine >= 0.999 on every frame, same top-1 '
         'match among the frames). Use the card as --weights with --runtime onnx.')
     add_config_options(parser)
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--precision', choices=('fp32', 'int8'), default='fp32',
                         help='fp32 graph only, or also a statically quantised int8 graph '
                         '(default: %(default)s)')
-    parser.add_argument('--calibration', metavar='SOURCE',
+    parser.add_argument('--calibration-run', metavar='SOURCE',
                         help='image folder or bag of your own run: frames spread over it '
                         'calibrate the int8 graph and check it against fp32')
     parser.add_argument('--calibration-frames', type=int, metavar='N',
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, {
         'encoder.name': args.encoder, 'encoder.input_height': height,
         'encoder.input_width': width, 'encoder.precision': args.precision,
-        'encoder.calibration': args.calibration,
+        'encoder.calibration_run': args.calibration_run,
         'encoder.calibration_frames': args.calibration_frames})
     card_path = export_onnx(cfg.encoder, args.output, opset=args.opset)
     card = read_model_card(card_path)

@@ -6,8 +6,9 @@ import argparse
 
 from vpr_seq_ros.commands.common import (ENCODER_FLAGS, GT_FLAGS, MATCHING_FLAGS, NODE_FLAGS,
                                          SEQMATCH_FLAGS, SOURCE_HELP, LazyProgress,
-                                         add_config_options, add_flags, add_overwrite_option,
-                                         overrides_from_args)
+                                         add_config_options, add_fit_calibration_option,
+                                         add_flags, add_overwrite_option,
+                                         fit_and_write_calibration, overrides_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flags(parser, SEQMATCH_FLAGS, 'sequence matching details')
     add_flags(parser, GT_FLAGS, 'ground truth')
     add_flags(parser, ('mode',) + NODE_FLAGS, 'the node (keyframes, localization, loop closure)')
+    add_fit_calibration_option(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
 
@@ -43,10 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vpr_seq_ros.errors import ConfigError
-    from vpr_seq_ros.evaluation import plot_results, write_predictions
+    import numpy as np
+
+    from vpr_seq_ros.evaluation import write_predictions
+    from vpr_seq_ros.plots import (closure_tuples, matrix_from_columns, plot_evaluation,
+                                   plot_slam, plot_trajectory)
     from vpr_seq_ros.pipeline import ground_truth_text, resolve_for_map
     from vpr_seq_ros.refmap import load_map
-    from vpr_seq_ros.replay import replay, write_report
+    from vpr_seq_ros.replay import closures_of, replay, write_report
     from vpr_seq_ros.writing import OutputFolder
 
     if args.mode == 'slam' and args.map:
@@ -78,13 +84,35 @@ def run(args: argparse.Namespace) -> int:
         if result.matches is not None:
             write_predictions(result.matches.top(cfg.matching.top_k),
                               folder / 'predictions.csv')
+        title = f'replay {args.run}: {report["method"]} L={report["seq_len"]}'
         if result.metrics is not None:
             m = result.metrics
             print('  '.join(f'R@{k} {v:.3f}' for k, v in m.recall_at.items()) +
                   f'  AP {m.average_precision:.3f}  ({m.num_evaluated} of {m.num_queries} '
                   'keyframes counted)')
-            plot_results(folder / 'plot.png', m, result.matches, None, result.positives,
-                         f'replay {args.run}: {report["method"]} L={report["seq_len"]}')
+            matrix = matrix_from_columns(result.columns, len(refmap)) \
+                if result.columns else None
+            plot_evaluation(folder / 'plot.png', m, result.matches, matrix, result.positives,
+                            title, query_label='query keyframe')
+            if refmap.run.poses is not None and result.keyframe_poses is not None:
+                plot_trajectory(folder / 'trajectory.png', refmap.run.poses,
+                                result.keyframe_poses, result.matches.top(1), m, title=title,
+                                ref_segments=refmap.run.segments)
+            counted = m.counted
+            top1 = result.matches.distances[counted, 0]
+            if cfg.node.calibration:
+                from vpr_seq_ros.calibration import calibration_report, load_calibration
+
+                scores = np.array([s.hypothesis.best.score if s.hypothesis and
+                                   s.hypothesis.best else np.nan for s in result.steps])
+                report['calibration'] = calibration_report(
+                    load_calibration(cfg.node.calibration), top1, scores[counted],
+                    m.top1_correct[counted])
+                print(f'calibration {cfg.node.calibration}: expected calibration error '
+                      f'{report["calibration"]["ece"]:.3f} on this run')
+            if args.fit_calibration:
+                print(fit_and_write_calibration(top1, m.top1_correct[counted],
+                                                args.fit_calibration))
         elif cfg.node.mode == 'localization':
             print(f'not scored: {report["note"]}')
         if cfg.node.mode == 'slam':
@@ -92,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
             print(f'loop closures: {report["loop_closures"]}' +
                   (f', precision {precision:.3f} within {report["ground_truth"]["radius_m"]} m'
                    if precision is not None else ''))
+            stamps = np.asarray(result.keyframes, np.int64)
+            closures = closure_tuples(closures_of(result), stamps, result.keyframe_poses,
+                                      cfg.evaluation.radius_m)
+            plot_slam(folder / 'plot.png', result.keyframe_poses, closures,
+                      len(result.keyframes), stamps, title)
         if result.result_bag is not None:
             report['result_bag'] = str(out.path / 'result_bag')  # where it is once renamed
         write_report(result, folder)

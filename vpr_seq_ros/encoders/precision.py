@@ -17,7 +17,7 @@ the calibration frames are compared with fp32 ones: the cosine of every frame's 
 must be >= 0.999 (the minimum is reported), and every frame's nearest other calibration frame
 (Euclidean) must be the same. A path that fails is refused, naming the failed check.
 Calibration frames are ``encoder.calibration_frames`` frames evenly spread over
-``encoder.calibration`` (an image folder or bag of the user's run), or seeded synthetic images.
+``encoder.calibration_run`` (an image folder or bag of the user's run), or seeded synthetic images.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class ParityReport:
                 f'{self.frames} calibration frames: {"; ".join(self.failures())} (min cosine '
                 f'{self.min_cosine:.5f}, max abs difference {self.max_abs_diff:.2e}). Use '
                 'precision fp32 (or auto, which falls back to it); if the calibration frames '
-                'are not from your own run, give them (encoder.calibration)')
+                'are not from your own run, give them (encoder.calibration_run)')
 
 
 def nearest_other(descriptors: np.ndarray) -> np.ndarray:
@@ -219,7 +219,7 @@ def check_parity(reference: np.ndarray, candidate: np.ndarray, precision: str,
     if reference.shape[0] < 3:
         raise ModelError(f'the parity check needs at least 3 calibration frames, got '
                          f'{reference.shape[0]}; give a longer calibration run '
-                         '(encoder.calibration) or more encoder.calibration_frames')
+                         '(encoder.calibration_run) or more encoder.calibration_frames')
     if min_cosine is None:
         min_cosine = MIN_COSINE
     ref = reference.astype(np.float64)
@@ -251,7 +251,7 @@ def calibration_frames(cfg: EncoderConfig) -> tuple[list[np.ndarray], str]:
     """The calibration frames of a configuration and where they come from.
 
     Returns:
-        (``cfg.calibration_frames`` frames evenly spread over ``cfg.calibration``, or seeded
+        (``cfg.calibration_frames`` frames evenly spread over ``cfg.calibration_run``, or seeded
         synthetic images; a description of the source for logs and cards).
 
     Raises:
@@ -259,19 +259,19 @@ def calibration_frames(cfg: EncoderConfig) -> tuple[list[np.ndarray], str]:
         ConfigError: it holds descriptors, not images.
     """
     count = cfg.calibration_frames
-    if cfg.calibration and not Path(cfg.calibration).exists():
+    if cfg.calibration_run and not Path(cfg.calibration_run).exists():
         # e.g. a map's configuration naming its calibration run, queried on another machine
-        _LOG.warning('encoder.calibration %s does not exist; the parity gate uses seeded '
-                     'synthetic images instead', cfg.calibration)
-    if not cfg.calibration or not Path(cfg.calibration).exists():
+        _LOG.warning('encoder.calibration_run %s does not exist; the parity gate uses seeded '
+                     'synthetic images instead', cfg.calibration_run)
+    if not cfg.calibration_run or not Path(cfg.calibration_run).exists():
         return synthetic_frames(count), f'{count} seeded synthetic images'
     from vpr_seq_ros.config import SourceConfig
     from vpr_seq_ros.sources import open_source
 
-    source = open_source(cfg.calibration, SourceConfig())
+    source = open_source(cfg.calibration_run, SourceConfig())
     if source.input_kind != 'image':
-        raise ConfigError(f'encoder.calibration {cfg.calibration} holds descriptors; give an '
-                          'image folder or bag of your own run')
+        raise ConfigError(f'encoder.calibration_run {cfg.calibration_run} holds descriptors; '
+                          'give an image folder or bag of your own run')
     # Spread over the run: neighbouring frames are near-duplicates, whose top-1 order says
     # nothing about the descriptors.
     total = len(source)
@@ -282,7 +282,7 @@ def calibration_frames(cfg: EncoderConfig) -> tuple[list[np.ndarray], str]:
             frames.append(frame.image)
         if index >= max(wanted, default=0):
             break
-    return frames, f'{len(frames)} frames spread over {cfg.calibration}'
+    return frames, f'{len(frames)} frames spread over {cfg.calibration_run}'
 
 
 def _timed_encode(encoder: FrameEncoder, frames: Sequence[np.ndarray]) -> tuple[float, np.ndarray]:
@@ -330,7 +330,7 @@ def build_at_precision(plugin: EncoderPlugin, cfg: EncoderConfig,
             _LOG.warning('encoder.precision = %s runs without a fast path here (%s); it may be '
                          'slower than fp32', requested, state.why)
         candidate = plugin.build(cfg, requested, num_threads)
-        if candidate.parity is not None and frames is None and not cfg.calibration:
+        if candidate.parity is not None and frames is None and not cfg.calibration_run:
             # Gated at export on the user's frames (an int8 model card): trust that record.
             candidate.parity.raise_if_failed()
             _LOG.info('%s at %s: parity recorded at export: min cosine %.5f, top-1 identical',
@@ -372,7 +372,7 @@ def _auto(plugin: EncoderPlugin, cfg: EncoderConfig, fp32_cfg: EncoderConfig,
         except (ConfigError, ModelError) as err:
             notes.append(f'{precision} unavailable ({err})')
             continue
-        if candidate.parity is not None and not cfg.calibration:
+        if candidate.parity is not None and not cfg.calibration_run:
             report = candidate.parity  # recorded at export, on the user's frames
         else:
             report = check_parity(ref_out, out, precision)

@@ -14,7 +14,7 @@ writes. The exported graph is the whole frame encoder **including its input norm
 With ``precision: int8`` a statically quantised copy (``<name>.int8.onnx``, QDQ format,
 convolutions with int8 weights, per channel or per tensor, whichever agrees better with fp32,
 and uint8 activations) is written next to the fp32 graph, calibrated on frames of
-``encoder.calibration`` (the user's own run), and admitted only if it passes the parity gate of
+``encoder.calibration_run`` (the user's own run), and admitted only if it passes the parity gate of
 :mod:`vpr_seq_ros.encoders.precision` against the fp32 graph on those frames.
 
 SeqGeM is not in the jist graph (it runs on descriptors, in the matcher); its learnt ``p`` is
@@ -237,8 +237,8 @@ def export_onnx(encoder_cfg: EncoderConfig, out_path: str | Path,
     Args:
         encoder_cfg: the encoder (any registered exportable one) and its weights (a checkpoint
             path, or ``random_init``); ``precision: int8`` also writes the statically
-            quantised graph, calibrated on ``calibration`` (required then). Runtime and device
-            are ignored (export runs on the CPU).
+            quantised graph, calibrated on ``calibration_run`` (required then). Runtime and
+            device are ignored (export runs on the CPU).
         out_path: the ``.onnx`` file to write; the card goes to the same name with ``.yaml``.
         input_height: fixed input height; default ``encoder_cfg.input_height``.
         input_width: fixed input width; default ``encoder_cfg.input_width``.
@@ -267,11 +267,11 @@ def export_onnx(encoder_cfg: EncoderConfig, out_path: str | Path,
     if precision not in ('fp32', 'int8'):
         raise ConfigError(f'export writes fp32 and optionally int8 graphs, not {precision}; '
                           'bf16 and fp16 run on the torch runtime')
-    if precision == 'int8' and not encoder_cfg.calibration:
+    if precision == 'int8' and not encoder_cfg.calibration_run:
         raise ConfigError('int8 export needs calibration frames of your own run: set '
-                          'encoder.calibration to an image folder or bag')
-    if precision == 'int8' and not Path(str(encoder_cfg.calibration)).exists():
-        raise ConfigError(f'the calibration run {encoder_cfg.calibration} does not exist; '
+                          'encoder.calibration_run to an image folder or bag')
+    if precision == 'int8' and not Path(str(encoder_cfg.calibration_run)).exists():
+        raise ConfigError(f'the calibration run {encoder_cfg.calibration_run} does not exist; '
                           'give an image folder or bag of your own run')
     out_path = Path(out_path)
     if out_path.suffix != '.onnx':
