@@ -316,7 +316,8 @@ def test_help_shows_every_default(capsys):
             if not action.option_strings or action.help in (None, '==SUPPRESS=='):
                 continue
             if action.dest in ('help', 'no_progress', 'overwrite', 'preset', 'config', 'map',
-                               'out', 'output', 'report', 'plot', 'save_predictions'):
+                               'out', 'output', 'report', 'plot', 'save_predictions',
+                               'fit_calibration'):
                 continue
             assert 'default' in action.help, f'{name} {action.option_strings}'
     assert 'bag' in sub.choices['evaluate'].format_help()

@@ -107,7 +107,8 @@ class NodeCore:
             self.calibration = load_calibration(cfg.node.calibration)  # fatal at start-up
         elif cfg.node.loop_closure.min_confidence > 0:
             raise ConfigError('node.loop_closure.min_confidence needs node.calibration (a '
-                              'file written by vpr-seq evaluate or replay --fit-calibration)')
+                              'calibration fitted on a validation run by vpr-seq evaluate or '
+                              'replay)')
         self.verification: VerificationGate | None = None
         if self.mode == 'slam' and cfg.node.verification.enabled:
             self.verification = self._verification_gate(cfg, threaded=False)
