@@ -104,6 +104,9 @@ def test_onnx_runtime_does_not_import_torch(exported: tuple[Path, Path]) -> None
         f'input_height={H}, input_width={W})\n'
         'out = build_encoder(cfg).encode([np.zeros((10, 10, 3), np.uint8)])\n'
         'assert out.shape == (1, 512), out.shape\n'
+        'import dataclasses\n'
+        'auto = build_encoder(dataclasses.replace(cfg, precision="auto"))\n'
+        'assert auto.precision == "fp32", auto.precision\n'
         'assert "torch" not in sys.modules, "torch was imported"\n')
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True,

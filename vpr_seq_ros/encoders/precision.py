@@ -100,13 +100,22 @@ class Capabilities:
                 f'CUDA: {cuda}')
 
 
-def detect_capabilities(cpuinfo: str | Path = '/proc/cpuinfo') -> Capabilities:
-    """Detect the capabilities of this machine (imports torch if it is installed)."""
+def detect_capabilities(cpuinfo: str | Path = '/proc/cpuinfo',
+                        probe_torch: bool = True) -> Capabilities:
+    """Detect the capabilities of this machine.
+
+    Args:
+        cpuinfo: the ``/proc/cpuinfo`` to read.
+        probe_torch: ask torch (if installed) about oneDNN bf16 and CUDA; False keeps torch
+            unimported (the onnx runtime never needs it).
+    """
     onednn_bf16 = cuda = cuda_bf16 = False
-    try:
-        import torch
-    except ImportError:  # the onnx runtime needs no torch
-        torch = None  # type: ignore[assignment]
+    torch: Any = None
+    if probe_torch:
+        try:
+            import torch
+        except ImportError:  # the onnx runtime needs no torch
+            torch = None
     if torch is not None:
         try:
             onednn_bf16 = bool(torch.backends.mkldnn.is_available()
@@ -318,7 +327,8 @@ def build_at_precision(plugin: EncoderPlugin, cfg: EncoderConfig,
                           'encoder.precision to one of those (or auto)')
     if requested == 'fp32' or plugin.precisions == ('fp32',):
         return plugin.build(cfg, 'fp32', num_threads)
-    caps = caps if caps is not None else detect_capabilities()
+    if caps is None:
+        caps = detect_capabilities(probe_torch=cfg.runtime != 'onnx')
     support = plugin.precision_support(cfg, caps)
     fp32_cfg = dataclasses.replace(cfg, precision='fp32')
     if requested != 'auto':
