@@ -78,7 +78,10 @@ def test_nordland_euclidean_needs_l2_and_seqslam_is_unchanged(shared_data: Path,
     assert recall['l2'] > 10 * max(recall['none'], 0.01)
     seqslam = load_config('seqslam', overrides={'sequence.length': 5})
     raw = load_config(overrides={'encoder.patchnorm.normalize': 'none', 'sequence.length': 5,
-                                 'matching.distance': 'sad', 'matching.contrast.enabled': True})
+                                 'encoder.patchnorm.patch_size':
+                                 seqslam.encoder.patchnorm.patch_size,
+                                 'matching.distance': 'sad', 'matching.contrast.enabled': True,
+                                 'matching.contrast.window': seqslam.matching.contrast.window})
     out = {}
     for name, cfg in (('seqslam', seqslam), ('raw', raw)):
         refmap = load_map(build_map(root / 'summer', cfg, tmp_path / f'{name}.npz'))

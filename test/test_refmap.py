@@ -88,7 +88,7 @@ def test_check_query_names_differences():
     assert 'width' not in str(err.value)  # only the differing fields
     # a key one side lacks and a None on the other are the same setting, not a difference
     refmap.check_query({'name': 'patchnorm', 'width': 64, 'weights_sha256': None})
-    with pytest.raises(MapError, match=r'weights_sha256: map has none, query has ab12\. Use'):
+    with pytest.raises(MapError, match=r'weights_sha256: map has nothing, query has ab12\. Use'):
         refmap.check_query({'name': 'patchnorm', 'width': 64, 'weights_sha256': 'ab12'})
 
 
@@ -140,3 +140,14 @@ def test_manifest_round_trip_keeps_every_entry(tmp_path):
              segments=refmap.run.segments)
     with pytest.raises(MapError, match='malformed manifest'):
         load_map(path)
+
+
+def test_maps_from_before_an_encoder_setting_existed_still_accept_their_queries():
+    old = ReferenceMap(small_map().run, make_manifest(
+        {'name': 'patchnorm', 'width': 64, 'height': 32, 'patch_size': 8}, 5, 'src', 'float32',
+        12, 8))
+    old.check_query({'name': 'patchnorm', 'width': 64, 'height': 32, 'patch_size': 8,
+                     'normalize': 'none'})  # raw thumbnails, as the old map was made
+    with pytest.raises(MapError, match='normalize: map has none, query has l2'):
+        old.check_query({'name': 'patchnorm', 'width': 64, 'height': 32, 'patch_size': 8,
+                         'normalize': 'l2'})

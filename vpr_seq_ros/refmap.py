@@ -129,10 +129,10 @@ class ReferenceMap:
         Raises:
             MapError: naming every differing setting with both values.
         """
-        from vpr_seq_ros.encoders.base import comparable_settings
+        from vpr_seq_ros.encoders.base import comparable_settings, with_legacy_settings
 
-        differences = _diff(comparable_settings(self.encoder_settings),
-                            comparable_settings(encoder_settings))
+        recorded = with_legacy_settings(self.encoder_settings, encoder_settings)
+        differences = _diff(comparable_settings(recorded), comparable_settings(encoder_settings))
         if differences:
             raise MapError(
                 'the query is encoded differently from the map: ' + '; '.join(differences) +
@@ -155,7 +155,7 @@ def _diff(expected: Any, actual: Any, prefix: str = '') -> list[str]:
 
 def _show(value: Any) -> str:
     if value is None:
-        return 'none'
+        return 'nothing'
     if isinstance(value, dict):
         return '{' + ', '.join(f'{k}: {_show(v)}' for k, v in value.items()) + '}'
     return str(value)

@@ -165,6 +165,9 @@ class EncoderPlugin(StagePlugin):
     input_kind: str = 'image'
     precisions: tuple[str, ...] = ('fp32',)
     exportable: bool = False
+    legacy_settings: dict[str, Any] = {}
+    """Settings that maps made by older versions did not record, with the value they had
+    then (so those maps still accept the queries they were made for)."""
 
     @abstractmethod
     def build(self, cfg: EncoderConfig, precision: str = 'fp32',
@@ -244,6 +247,21 @@ def comparable_settings(settings: Any) -> Any:
         return {k: comparable_settings(v) for k, v in settings.items()
                 if k not in PRECISION_KEYS}
     return settings
+
+
+def with_legacy_settings(recorded: Any, query: Any) -> Any:
+    """A map's recorded encoder settings, completed where the query has a setting that older
+    versions did not record (:attr:`EncoderPlugin.legacy_settings`), at every depth."""
+    if not isinstance(recorded, dict) or not isinstance(query, dict):
+        return recorded
+    out = {k: with_legacy_settings(v, query.get(k)) for k, v in recorded.items()}
+    from vpr_seq_ros.encoders.registry import encoder_names, get_encoder_plugin
+
+    name = out.get('name')
+    if isinstance(name, str) and name in encoder_names():
+        legacy = get_encoder_plugin(name).legacy_settings
+        out.update({k: v for k, v in legacy.items() if k in query and k not in out})
+    return out
 
 
 def file_sha256(path: str | Path) -> str:

@@ -85,6 +85,7 @@ class PatchNormPlugin(EncoderPlugin):
     """``patchnorm``: no weights, fp32 only, not exported (it is not a network)."""
 
     name = 'patchnorm'
+    legacy_settings = {'normalize': 'none'}  # maps made before the option was raw
 
     def build(self, cfg: EncoderConfig, precision: str = 'fp32',
               num_threads: int | None = None) -> FrameEncoder:
