@@ -97,7 +97,7 @@ def one_size(n: int, queries: int, out_dir: Path, methods: list[str]) -> list[di
     clean = refs[start:start + queries].copy()
     del refs
     noisy = {}
-    for level in (0.6, 1.2):
+    for level in (1.5, 3.0):
         q = clean + rng.normal(size=clean.shape).astype(np.float32) * (level / np.sqrt(DIM))
         noisy[level] = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
     kind = 'ivf-flat' if n > 200_000 else 'hnsw'
