@@ -37,16 +37,26 @@ SETTINGS = (
                                  'matching.contrast.enabled': False}),
     ('seqmatch euclidean + contrast L=10', {'sequence.length': 10,
                                             'matching.distance': 'euclidean'}),
+    ('seqmatch euclidean L=10, L2-normalised (the euclidean default)',
+     {'sequence.length': 10, 'matching.distance': 'euclidean',
+      'matching.contrast.enabled': False, 'encoder.patchnorm.normalize': 'l2'}),
 )
 
 
 def run_pair(data: Path, dataset: str, ref: str, query: str, tolerances: tuple[int, ...],
              base: Config, workdir: Path) -> list[str]:
-    map_path = build_map(data / dataset / ref, base, workdir / f'{dataset}_{ref}.npz')
-    refmap = load_map(map_path)
-    encoded = encode_run(open_source(data / dataset / query), build_encoder(base.encoder))
+    runs: dict = {}
     rows = []
     for label, changes in SETTINGS:
+        encoder = replace(base, **changes).encoder
+        key = repr(encoder)
+        if key not in runs:  # one map and query encoding per encoder setting
+            cfg = replace(base, **changes)
+            map_path = build_map(data / dataset / ref, cfg,
+                                 workdir / f'{dataset}_{ref}_{len(runs)}.npz')
+            runs[key] = (load_map(map_path),
+                         encode_run(open_source(data / dataset / query), build_encoder(encoder)))
+        refmap, encoded = runs[key]
         for tol in tolerances:
             cfg = replace(base, **changes, **{'evaluation.tolerance_frames': tol})
             started = time.perf_counter()
@@ -66,8 +76,12 @@ def main() -> None:
     if not args.data.is_dir():
         raise SystemExit(f'{args.data} not found; pass --data')
     base = load_config('seqslam')
-    print('preset seqslam (patchnorm 64x32/8, SAD, contrast +-10, trailing windows); '
-          'ground truth: same index +- tolerance frames\n')
+    pn, m = base.encoder.patchnorm, base.matching
+    print(f'preset seqslam (patchnorm {pn.width}x{pn.height}/{pn.patch_size}, '
+          f'{m.distance.upper()}, contrast +-{m.contrast.window}, trailing windows); '
+          'ground truth: same index +- tolerance frames; the euclidean rows keep the preset\'s '
+          'raw patch-normalised descriptors, except the last, which L2-normalises them as '
+          'encoder.patchnorm.normalize auto does for euclidean\n')
     print('| pair | method | tolerance | R@1 | R@5 | queries | match s |')
     print('|---|---|---:|---:|---:|---:|---:|')
     with tempfile.TemporaryDirectory() as tmp:
