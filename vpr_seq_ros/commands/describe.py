@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
-                                         add_matching_options, add_source_options,
-                                         config_from_args, make_progress)
+                                         add_matching_options, add_overwrite_option,
+                                         add_source_options, check_output, config_from_args,
+                                         make_progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument('source', metavar='SOURCE',
                         help='image folder, .npy descriptor file or bag (with --image-topic)')
     parser.add_argument('-o', '--output', required=True, metavar='OUT.npz', help='output file')
+    add_overwrite_option(parser)
     add_config_options(parser)
     add_source_options(parser)
     add_encoder_options(parser)
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from vpr_seq_ros.writing import atomic_write
 
     cfg = config_from_args(args)
+    check_output(args.output, args.overwrite, 'descriptor file')
     encoder = build_encoder(cfg.encoder)
     source = open_source(args.source, cfg.source)
     bar = make_progress(len(source), 'encoding', not args.no_progress)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vpr_seq_ros.commands.common import add_config_options, config_from_args
+from vpr_seq_ros.commands.common import (add_config_options, add_overwrite_option,
+                                         check_output, config_from_args)
 from vpr_seq_ros.encoders.registry import encoder_names, get_encoder_plugin
 
 
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='fixed input height and width in pixels (default: '
                         'encoder.input_height/input_width of the configuration, 480 640)')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default: 17)')
+    add_overwrite_option(parser)
     parser.add_argument('--precision', choices=('fp32', 'int8'), default='fp32',
                         help='fp32 graph only, or also a statically quantised int8 graph '
                         '(default: %(default)s)')
@@ -62,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         'encoder.input_width': width, 'encoder.precision': args.precision,
         'encoder.calibration_run': args.calibration_run,
         'encoder.calibration_frames': args.calibration_frames})
+    from pathlib import Path
+
+    out = Path(args.output)
+    for path in (out, out.with_suffix('.yaml'), out.with_name(out.stem + '.int8.onnx')):
+        check_output(path, args.overwrite, 'model file')  # before any work
     card_path = export_onnx(cfg.encoder, args.output, opset=args.opset)
     card = read_model_card(card_path)
     print(f'wrote {card.onnx_path} ({card.input_height}x{card.input_width}, opset {card.opset})')
