@@ -321,3 +321,14 @@ def test_help_shows_every_default(capsys):
                 continue
             assert 'default' in action.help, f'{name} {action.option_strings}'
     assert 'bag' in sub.choices['evaluate'].format_help()
+
+
+def test_every_command_that_writes_refuses_to_overwrite(tmp_path, npy_runs, capsys):
+    ref, _ = npy_runs
+    out = tmp_path / 'd.npz'
+    command = ['describe', str(ref), '--encoder', 'npy', '-o', str(out), '--no-progress']
+    assert main(command) == 0
+    stamp = out.stat().st_mtime_ns
+    assert main(command) == 2
+    assert '--overwrite' in capsys.readouterr().err and out.stat().st_mtime_ns == stamp
+    assert main(command + ['--overwrite']) == 0
