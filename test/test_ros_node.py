@@ -25,7 +25,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from vpr_seq_ros.errors import ConfigError, MapError  # noqa: E402
 from vpr_seq_ros.messages import outputs  # noqa: E402
-from vpr_seq_ros.ros.node import VprSeqNode, rclpy_factory  # noqa: E402
+from vpr_seq_ros.messages.factory import generated_factory as rclpy_factory  # noqa: E402
+from vpr_seq_ros.ros.node import VprSeqNode  # noqa: E402
 from vpr_seq_ros.runtime.outputs import (Candidate, Diagnostics, LoopClosure,  # noqa: E402
                                          PlaceHypothesis, StepResult)
 from vpr_seq_ros.types import Pose  # noqa: E402
