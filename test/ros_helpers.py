@@ -86,6 +86,7 @@ class Launched:
 
     def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
         self.cmd = cmd
+        self.env = env
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True)
