@@ -273,7 +273,7 @@ def test_ctrl_c_under_ros2_launch_is_clean_every_time(launch, tmp_path):
         publisher = probe.node.create_publisher(Image, '/cam/image_raw',
                                                 qos_profile_sensor_data)
         probe.wait_subscribed(publisher)
-        end = time.monotonic() + 0.2 + 0.15 * attempt  # stop at a different moment each time
+        end = time.monotonic() + 0.1 + 0.1 * attempt  # stop at a different moment each time
         i = 0
         while time.monotonic() < end:
             publisher.publish(image_msg(frames[i % len(frames)], FIRST_STAMP_NS + i * 33_000_000))

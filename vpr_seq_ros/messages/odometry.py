@@ -40,10 +40,13 @@ def pose_from_odometry(msg: Any) -> Pose:
     if max(abs(v) for v in xyz) > MAX_ABS_POSITION_M:
         raise DecodeError(f'odometry position {xyz} is beyond {MAX_ABS_POSITION_M:g} m: the '
                           'sample is ignored')
-    if sum(v * v for v in quat) == 0.0:
+    scale = max(abs(v) for v in quat)
+    if scale == 0.0:
         raise DecodeError('odometry with a zero quaternion (no orientation): the sample is '
                           'ignored')
-    return Pose(*xyz, yaw_from_quaternion(*quat))
+    # scaled to at most 1 first: squares of very large or very small components would
+    # overflow to inf - inf (NaN) or underflow to atan2(0, 0)
+    return Pose(*xyz, yaw_from_quaternion(*(v / scale for v in quat)))
 
 
 __all__ = ['MAX_ABS_POSITION_M', 'pose_from_odometry']

@@ -34,19 +34,16 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from vpr_seq_ros.config import Config
-from vpr_seq_ros.conversions import stamp_to_ns
 from vpr_seq_ros.encoders import build_encoder
-from vpr_seq_ros.errors import ConfigError, DecodeError, VprSeqError
+from vpr_seq_ros.errors import ConfigError, VprSeqError
 from vpr_seq_ros.messages import outputs
 from vpr_seq_ros.messages.factory import generated_factory
-from vpr_seq_ros.messages.images import decode_any
-from vpr_seq_ros.messages.odometry import pose_from_odometry
+from vpr_seq_ros.messages.intake import Intake
 from vpr_seq_ros.ros.params import (DYNAMIC_PREFIXES, config_from_parameters,
                                     default_parameters, is_dynamic, parameter_description,
                                     parameter_kind, resolve_node_config)
 from vpr_seq_ros.runtime.core import NodeCore
 from vpr_seq_ros.runtime.queue import DroppingQueue
-from vpr_seq_ros.types import Frame, Pose
 
 _KIND_TYPES = {
     'bool': ParameterType.PARAMETER_BOOL,
@@ -64,11 +61,6 @@ _OUTPUT_CLASSES = {
     outputs.TOPIC_LOOP_CLOSURES: Float64MultiArray,
     outputs.TOPIC_MARKERS: MarkerArray,
 }
-
-ODOMETRY_DROPPED = 'odometry_dropped_malformed'
-"""Diagnostics key: odometry samples ignored (NaN, infinite or out-of-range pose)."""
-FRAMES_FAILED = 'frames_failed'
-"""Diagnostics key: frames the core could not process (an error, logged with its traceback)."""
 
 _SHUTDOWN_ERRORS = (_rclpy.RCLError, _rclpy.InvalidHandle) if hasattr(_rclpy, 'InvalidHandle') \
     else (_rclpy.RCLError,)
@@ -99,11 +91,10 @@ class VprSeqNode(Node):
         # model and map load once, here; any problem is fatal now, never later
         self.core = NodeCore(self.cfg, build_encoder(self.cfg.encoder), refmap) \
             if refmap is not None else NodeCore.from_config(self.cfg)
-        self.core.diagnostics.extra.update({ODOMETRY_DROPPED: 0, FRAMES_FAILED: 0})
         self.make = generated_factory()
         self.lock = threading.Lock()
+        self.intake = Intake(self.core, lambda: self.get_clock().now().nanoseconds, self.lock)
         self.queue: DroppingQueue = DroppingQueue(self.cfg.node.queue_depth)
-        self.query_pose: Pose | None = None
         self.frames_in_window = 0
         self.stop = threading.Event()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -169,10 +160,6 @@ class VprSeqNode(Node):
                 raise
 
     # ------------------------------------------------------------------ callbacks
-    def _stamp_ns(self, header: Any) -> int:
-        """A header stamp in ns; a zero stamp is replaced by the node's clock (receive time)."""
-        return stamp_to_ns(header.stamp, self.get_clock().now().nanoseconds)
-
     def _on_image(self, msg: Any) -> None:
         dropped = self.queue.put(msg)
         with self.lock:
@@ -180,58 +167,28 @@ class VprSeqNode(Node):
             self.core.diagnostics.frames_dropped_queue += dropped
 
     def _on_odom(self, msg: Odometry) -> None:
-        try:
-            pose = pose_from_odometry(msg)
-        except DecodeError as err:
-            with self.lock:
-                self.core.diagnostics.extra[ODOMETRY_DROPPED] += 1
-            self.get_logger().warning(str(err), throttle_duration_sec=5.0)
-            return
-        stamp_ns = self._stamp_ns(msg.header)
-        with self.lock:
-            self.query_pose = pose
-            self.core.on_odometry(stamp_ns, pose)
+        self.intake.odometry(msg)
 
     def _work(self) -> None:
-        index = 0
+        """The inference thread: decode, encode, match and publish the newest frames."""
         while not self.stop.is_set() and self.context.ok():
             msg = self.queue.get(timeout=0.5)
             if msg is None or self.stop.is_set():
                 continue
+            step = self.intake.image(msg)  # never raises; drops are counted
+            if step is None:
+                continue
+            with self.lock:
+                cfg, query_pose = self.cfg, self.intake.last_pose
             try:
-                self._process(msg, index)
+                for out in outputs.step_messages(self.make, step, cfg.node.map_frame,
+                                                 cfg.node.max_distance, query_pose,
+                                                 cfg.node.publish_markers):
+                    self._publish(self.pubs[out.topic], out.msg)
             except Exception:  # noqa: BLE001 - the worker must outlive one bad frame
-                with self.lock:
-                    self.core.diagnostics.extra[FRAMES_FAILED] += 1
                 if self.context.ok():
-                    self.get_logger().error(f'frame {index} failed:\n{traceback.format_exc()}',
+                    self.get_logger().error(f'publishing failed:\n{traceback.format_exc()}',
                                             throttle_duration_sec=5.0)
-            index += 1
-
-    def _process(self, msg: Any, index: int) -> None:
-        try:
-            image = decode_any(msg)
-        except DecodeError as err:
-            with self.lock:
-                self.core.diagnostics.frames_dropped_malformed += 1
-            self.get_logger().warning(f'dropped a malformed image: {err}',
-                                      throttle_duration_sec=5.0)
-            return
-        frame = Frame(index=index, stamp_ns=self._stamp_ns(msg.header), image=image)
-        try:
-            with self.lock:
-                step = self.core.on_frame(frame)
-                query_pose = self.query_pose
-                cfg = self.cfg
-        except VprSeqError as err:
-            with self.lock:
-                self.core.diagnostics.frames_dropped_malformed += 1
-            self.get_logger().error(f'frame skipped: {err}', throttle_duration_sec=5.0)
-            return
-        for out in outputs.step_messages(self.make, step, cfg.node.map_frame,
-                                         cfg.node.max_distance, query_pose,
-                                         cfg.node.publish_markers):
-            self._publish(self.pubs[out.topic], out.msg)
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         # Parameters outside the schema (use_sim_time, ...) are rclpy's own business.
