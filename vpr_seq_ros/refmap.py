@@ -170,11 +170,14 @@ def load_map(path: str | Path) -> ReferenceMap:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise MapError(f'map file {path} is corrupt or not a map: {err}') from err
+        raise MapError(f'map file {path} is corrupt or not a map ({type(err).__name__}: '
+                       f'{str(err)[:120]}); it may be cut short (a copy that did not finish): '
+                       f'restore it, or rebuild it with `vpr-seq build-map`') from err
     try:
         manifest = json.loads(arrays['manifest'].tobytes().decode())
     except (KeyError, ValueError, UnicodeDecodeError) as err:
-        raise MapError(f'map file {path} has no readable manifest') from err
+        raise MapError(f'map file {path} has no readable manifest: it is not a vpr_seq_ros map '
+                       f'(or a damaged one); rebuild it with `vpr-seq build-map`') from err
     if manifest.get('format') != MAP_FORMAT:
         raise MapError(f'{path} is not a vpr_seq_ros map (format {manifest.get("format")!r})')
     version = manifest.get('format_version')
