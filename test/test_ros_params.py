@@ -104,3 +104,22 @@ def test_node_configuration_is_one_resolution(tmp_path):
     assert cfg.matching.top_k == 2                                         # the parameter's
     slam, none = resolve_node_config({'node.mode': 'slam', 'node.map_path': str(map_path)})
     assert none is None and slam.encoder.name == Config().encoder.name   # slam: no map layer
+
+
+def test_a_map_saved_in_slam_mode_starts_in_localization_mode(tmp_path):
+    """The map's configuration layer (node.mode: slam) never overrides the node's mode."""
+    import numpy as np
+
+    from vpr_seq_ros.runtime.core import NodeCore
+    from vpr_seq_ros.ros.params import resolve_node_config
+    from vpr_seq_ros.types import Frame
+
+    slam = NodeCore.from_config(load_config(overrides={'node.mode': 'slam',
+                                                       'encoder.name': 'npy'}))
+    for i in range(6):
+        slam.on_frame(Frame(index=i, stamp_ns=(i + 1) * 10**9,
+                            descriptor=np.full(4, i, np.float32)))
+    path = slam.save_map(tmp_path / 'keyframes.npz')
+    cfg, refmap = resolve_node_config({'node.map_path': str(path)})
+    assert cfg.node.mode == 'localization' and refmap is not None and len(refmap.run) == 6
+    assert cfg.node.map_path == str(path) and cfg.encoder.name == 'npy'

@@ -124,6 +124,9 @@ def resolve_node_config(parameters: Mapping[str, Any], preset: str = '',
     refmap = None
     if first.node.mode == 'localization' and first.node.map_path:
         refmap = load_map(first.node.map_path)
+    # the mode and map chosen above hold, whatever the map's own configuration says (a map
+    # saved in slam mode records node.mode: slam)
+    overrides.update({'node.mode': first.node.mode, 'node.map_path': first.node.map_path})
     resolved = resolve_for_map(refmap, preset or None, config_file or None, overrides)
     return resolved.config, refmap
 
