@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import random
 import time
@@ -114,3 +115,13 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
             reporter.write_line(f'VPR_REQUIRE_ROS=1 but {len(skipped)} ROS tests were skipped: '
                                 'is ROS 2 sourced?', red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def _package_logs_reach_caplog() -> None:
+    """Importing ROS 2's ``launch`` (the launch_testing pytest plugin does, at start-up) makes
+    every logger created afterwards stop propagating to the root logger, where ``caplog``
+    listens; the package's loggers propagate again here."""
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith('vpr_seq_ros') and isinstance(logger, logging.Logger):
+            logger.propagate = True
