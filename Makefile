@@ -31,6 +31,8 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/node_latency.py
 	$(PY) benchmarks/real_data.py
 	$(PY) benchmarks/train_nordland.py
+	$(PY) benchmarks/closures_replay.py
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build *.egg-info

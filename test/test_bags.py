@@ -46,7 +46,7 @@ def header(ts: Any, stamp_ns: int, frame_id: str = 'camera') -> Any:
 def frame_rgb(i: int, h: int = 6, w: int = 8) -> np.ndarray:
     """A small image that encodes its number."""
     img = np.zeros((h, w, 3), np.uint8)
-    img[:, :, 0] = 10 * i
+    img[:, :, 0] = (10 * i) % 256
     img[:, :, 1] = np.arange(w)[None, :] * 20
     img[:, :, 2] = np.arange(h)[:, None] * 30
     return img
@@ -274,7 +274,76 @@ def test_undecodable_compressed_payload_is_dropped_when_met(tmp_path: Path, kind
     assert [f.index for f in frames] == [0, 1]
     np.testing.assert_array_equal(frames[1].image, frame_rgb(2))
     assert len(source) == 2 and source.num_dropped_malformed == 2  # corrected
+    assert source.dropped() == {'malformed': 2}
     assert len(list(source)) == 2
+
+
+# --- frames left out, by reason --------------------------------------------------------------
+
+def test_first_image_one_ms_before_the_first_fix_is_counted(tmp_path: Path) -> None:
+    """200 images at 10 Hz; the GPS starts 1 ms after the first image: exactly that frame is
+    left out, and said so."""
+    stamps = [T0 + i * SEC // 10 for i in range(200)]
+    msgs = image_records(TS2, stamps)
+    north = [LAT0 + math.degrees(i / meridian_radius(LAT0)) for i in range(200)]  # 1 m apart
+    msgs += [('/gps/fix', FIX, s + 10**6, fix_msg(TS2, s + 10**6, lat, LON0, ALT0))
+             for s, lat in zip(stamps, north)]
+    source = BagSource(write_bag(tmp_path / 'bag', 'mcap', sorted(msgs, key=lambda r: r[2])),
+                       '/cam', '/gps/fix')
+    assert len(source) == 199
+    assert source.dropped() == {'no_pose_yet': 1}
+    assert source.dropped_line() == \
+        '1 frame without a pose yet (before the first pose on /gps/fix)'
+    assert next(iter(source)).stamp_ns == stamps[1]
+
+
+def test_every_reason_for_leaving_a_frame_out_is_counted(tmp_path: Path) -> None:
+    """30 images, 0.1 s apart (k = 0..29, the robot at x = 0.5 k m), by hand:
+    poses cover k = 2..10 and k = 20..25, with a 1 s gap between (more than the 0.5 s bridged):
+    k = 0, 1 have no pose yet, k = 11..19 lie in the gap, k = 26..29 after the last pose.
+    One more image repeats the stamp of k = 5, two more are malformed (bad step). Keyframes
+    every 1 m keep k = 2, 4, 6, 8, 10 and (a new segment after the gap) 20, 22, 24: 7 skipped.
+    """
+    step = SEC // 10
+    stamps = [T0 + k * step for k in range(30)]
+    msgs = image_records(TS2, stamps)
+    msgs.append(('/cam', IMAGE, stamps[5] + 1, image_msg(TS2, stamps[5], frame_rgb(5))))
+    for extra in (1, 2):
+        t = stamps[3] + extra * step // 3
+        msgs.append(('/cam', IMAGE, t, image_msg(TS2, t, frame_rgb(3), step=5)))
+    msgs += [('/odom', ODOM, stamps[k], pose_msg(TS2, ODOM, stamps[k], 0.5 * k, 0.0))
+             for k in list(range(2, 11)) + list(range(20, 26))]
+    source = BagSource(write_bag(tmp_path / 'bag', 'mcap', sorted(msgs, key=lambda r: r[2])),
+                       '/cam', '/odom', keyframe_distance_m=1.0, max_pose_gap_s=0.5)
+    assert [f.pose.x for f in source] == pytest.approx([1, 2, 3, 4, 5, 10, 11, 12])
+    expected = {'no_pose_yet': 2, 'after_last_pose': 4, 'pose_gap': 9, 'duplicate_stamp': 1,
+                'keyframe_gating': 7, 'malformed': 2}
+    assert source.dropped() == expected
+    assert list(source.dropped()) == list(expected)  # a fixed order
+    assert len(source) + sum(expected.values()) == 33  # every message accounted for
+    assert source.num_dropped_no_pose == 15 and source.num_skipped_keyframe == 7
+    assert source.dropped_line() == (
+        '2 frames without a pose yet (before the first pose on /odom), '
+        '4 frames after the last pose (poses on /odom end earlier), '
+        '9 frames in gaps of the poses (pose samples on /odom more than 0.5 s apart), '
+        '1 duplicate stamp (the same stamp as an earlier frame), '
+        '7 frames skipped by keyframe gating (one frame per 1 m), '
+        '2 malformed images (cannot be read or decoded)')
+
+
+def test_a_bag_without_poses_or_trouble_drops_nothing(tmp_path: Path) -> None:
+    source = BagSource(write_bag(tmp_path / 'bag', 'mcap', image_records(TS2, [T0, T0 + SEC])),
+                       '/cam')
+    assert source.dropped() == {} and source.dropped_line() == 'none'
+
+
+def test_no_frame_left_names_the_reasons(tmp_path: Path) -> None:
+    stamps = [T0 + k * SEC for k in range(3)]
+    msgs = image_records(TS2, stamps) + [('/odom', ODOM, T0 + 10 * SEC,
+                                          pose_msg(TS2, ODOM, T0 + 10 * SEC, 0, 0))]
+    with pytest.raises(SourceError, match=r'3 frames without a pose yet \(before the first '
+                       'pose on /odom'):
+        BagSource(write_bag(tmp_path / 'bag', 'mcap', msgs), '/cam', '/odom')
 
 
 def meridian_radius(lat_deg: float) -> float:

@@ -20,8 +20,8 @@ def test_build_map_and_evaluate_images(two_runs, tmp_path, capsys):
     assert main(['build-map', str(ref), '-o', str(out), '--seq-len', '5', '--no-progress']) == 0
     refmap = load_map(out)
     assert len(refmap) == 40 and refmap.run.poses is not None
-    assert refmap.manifest['encoder']['name'] == 'patchnorm'
-    assert refmap.manifest['sequence_length'] == 5
+    assert refmap.manifest.encoder['name'] == 'patchnorm'
+    assert refmap.manifest.sequence_length == 5
     report, plot, preds = tmp_path / 'r.json', tmp_path / 'p.png', tmp_path / 'p.csv'
     code = main(['evaluate', '--map', str(out), str(query), '--radius-m', '1.5', '--report',
                  str(report), '--plot', str(plot), '--save-predictions', str(preds),
@@ -67,7 +67,7 @@ def test_preset_applies(tmp_path, two_runs):
     out = tmp_path / 'm.npz'
     assert main(['build-map', str(ref), '-o', str(out), '--preset', 'seqslam',
                  '--no-progress']) == 0
-    assert load_map(out).manifest['config']['matching']['distance'] == 'sad'
+    assert load_map(out).manifest.config['matching']['distance'] == 'sad'
 
 
 def test_errors_leave_no_map(tmp_path, two_runs, capsys):

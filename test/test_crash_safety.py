@@ -85,7 +85,7 @@ def test_kill_9_during_build_map_keeps_the_old_map_or_the_new_one(tmp_path):
         if digest(out) == old_digest:
             outcomes['old'] += 1
         else:
-            assert refmap.manifest['sequence_length'] == 4, refmap.manifest
+            assert refmap.manifest.sequence_length == 4, refmap.manifest
             np.testing.assert_array_equal(refmap.run.descriptors, old.run.descriptors)
             outcomes['new'] += 1
             old_digest = digest(out)

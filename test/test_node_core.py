@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from vpr_seq_ros.config import load_config
+from vpr_seq_ros.config import load_config, replace
 from vpr_seq_ros.encoders.identity import IdentityEncoder
 from vpr_seq_ros.errors import ConfigError, MapError
 from vpr_seq_ros.matching.seqmatch import SeqMatchSettings, seqmatch_batch
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest
 from vpr_seq_ros.runtime.core import NodeCore
+from vpr_seq_ros.runtime.store import keyframe_bytes
 from vpr_seq_ros.types import EncodedRun, Frame, Pose
 
 
@@ -68,7 +71,8 @@ def test_localization_needs_a_matching_map():
     with pytest.raises(ConfigError, match='map'):
         NodeCore(cfg_for(), IdentityEncoder(), None)
     refmap = make_map(route_descriptors(10))
-    other = ReferenceMap(refmap.run, {**refmap.manifest, 'encoder': {'name': 'patchnorm'}})
+    other = ReferenceMap(refmap.run, dataclasses.replace(refmap.manifest,
+                                                        encoder={'name': 'patchnorm'}))
     with pytest.raises(MapError, match='name'):
         NodeCore(cfg_for(), IdentityEncoder(), other)
     core = NodeCore(cfg_for(), IdentityEncoder(), refmap)
@@ -132,7 +136,7 @@ def test_slam_finds_the_loop_and_respects_exclusions(tmp_path):
     assert 50 + 4 + 2 <= first <= 50 + 10  # needs a full window, then a streak of 3
     path = core.save_map(tmp_path / 'slam.npz')
     saved = load_map(path)
-    assert len(saved) == 100 and saved.manifest['source'] == 'slam'
+    assert len(saved) == 100 and saved.manifest.source == 'slam'
 
 
 def test_slam_threshold_rejects_far_matches():
@@ -162,7 +166,7 @@ def test_slam_min_score_and_metres_exclusion_without_odometry():
     for min_score in (0.0, 2.0):
         # exclude_recent_m is set but no odometry arrives: it must not mask every candidate
         cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 3.0,
-                                 'node.loop_closure.exclude_recent_m': 5.0,
+                                 'node.loop_closure.exclude_recent_m': 30.0,
                                  'node.loop_closure.min_score': min_score})
         core = NodeCore(cfg, IdentityEncoder())
         closures = [c for f in frames_of(descs) for c in core.on_frame(f).loop_closures]
@@ -170,3 +174,72 @@ def test_slam_min_score_and_metres_exclusion_without_odometry():
         counts[min_score] = closures
     assert len(counts[0.0]) > len(counts[2.0]) > 0
     assert all(c.query_index - c.match_index == 50 for c in counts[2.0])
+
+
+def test_slam_a_run_played_twice_closes_onto_its_first_pass():
+    # A bag played twice in a row: the second pass restarts time. The first pass's keyframes
+    # belong to an earlier session and stay matchable although their stamps are "recent";
+    # within the second session the time exclusion still holds.
+    lap = route_descriptors(60, seed=8)
+    cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 3.0,
+                             'node.loop_closure.max_distance': 3.0})
+    core = NodeCore(cfg, IdentityEncoder())
+    frames = frames_of(lap)
+    first = [core.on_frame(f) for f in frames]
+    assert not any(s.loop_closures for s in first) and not any(s.reset for s in first)
+    second = [core.on_frame(f) for f in frames]
+    assert second[0].reset and core.diagnostics.sessions == 2
+    closures = [c for s in second for c in s.loop_closures]
+    assert len(closures) >= 50
+    assert all(c.query_index - c.match_index == 60 for c in closures)
+    assert all(c.query_stamp_ns == c.match_stamp_ns for c in closures)
+    for step in second:
+        for c in step.hypothesis.candidates if step.hypothesis else ():
+            if c.ref_index >= 60:  # a keyframe of the current session
+                assert step.stamp_ns - c.ref_stamp_ns >= 3_000_000_000
+    assert core.num_keyframes == 120 and core.diagnostics.map_size == 120
+
+
+def test_slam_path_exclusion_across_a_restart_ignores_the_jump_back():
+    lap = route_descriptors(40, seed=9)
+    cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 0.0,
+                             'node.loop_closure.exclude_recent_m': 30.0,
+                             'node.loop_closure.max_distance': 3.0})
+    core = NodeCore(cfg, IdentityEncoder())
+    closures = []
+    for _ in range(2):
+        for i, f in enumerate(frames_of(lap)):
+            core.on_odometry(f.stamp_ns, Pose(float(i), 0.0))  # 1 m per frame
+            step = core.on_frame(f)
+            closures += step.loop_closures
+            for c in step.hypothesis.candidates if step.hypothesis else ():
+                assert core.store.path_m[step.hypothesis.query_index] - \
+                    core.store.path_m[c.ref_index] >= 30.0
+    # 39 m per pass; the jump back to the start pose is not path
+    np.testing.assert_allclose(core.store.path_m[[39, 40, 79]], [39.0, 39.0, 78.0])
+    assert len(closures) >= 30 and all(c.query_index - c.match_index == 40 for c in closures)
+
+
+def test_slam_keyframe_bound_stops_storing_but_keeps_matching(caplog, tmp_path):
+    loop = route_descriptors(50, seed=3)
+    rng = np.random.default_rng(4)
+    descs = np.concatenate([loop, loop + 0.2 * rng.normal(size=loop.shape).astype(np.float32)])
+    cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 3.0,
+                             'node.loop_closure.max_distance': 1.5,
+                             'node.keyframe.max_keyframes': 30})
+    core = NodeCore(cfg, IdentityEncoder())
+    with caplog.at_level('WARNING', logger='vpr_seq_ros.runtime.store'):
+        closures = [c for f in frames_of(descs) for c in core.on_frame(f).loop_closures]
+    assert len(core.store) == 30 and core.diagnostics.map_size == 30
+    assert core.diagnostics.keyframes_not_stored == 70 and core.num_keyframes == 100
+    assert sum('max_keyframes' in r.getMessage() for r in caplog.records) == 1
+    # the second lap still closes onto the stored first 30 places; indices keep their meaning
+    assert len(closures) >= 20
+    assert all(c.query_index - c.match_index == 50 and c.match_index < 30 for c in closures)
+    np.testing.assert_array_equal(load_map(core.save_map(tmp_path / 'm.npz')).run.descriptors,
+                                  descs[:30])
+    d = descs.shape[1]
+    assert core.store.nbytes == 30 * keyframe_bytes(d) == 30 * (4 * d + 61)
+    core.cfg = replace(cfg, **{'node.keyframe.max_keyframes': 0})  # a run-time change
+    core.on_frame(Frame(100, 20_000_000_000, descriptor=descs[0]))
+    assert len(core.store) == 31

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -34,8 +35,8 @@ def test_round_trip(tmp_path, dtype):
     np.testing.assert_array_equal(loaded.run.segments, original.run.segments)
     np.testing.assert_array_equal(loaded.run.poses, original.run.poses)
     assert loaded.run.names == original.run.names
-    assert loaded.manifest['encoder'] == {'name': 'patchnorm', 'width': 64}
-    assert loaded.manifest['format_version'] == 1
+    assert loaded.manifest.encoder == {'name': 'patchnorm', 'width': 64}
+    assert loaded.manifest.format_version == 1
 
 
 def test_map_without_poses(tmp_path):
@@ -45,7 +46,8 @@ def test_map_without_poses(tmp_path):
 
 def test_failed_write_leaves_nothing(tmp_path):
     refmap = small_map()
-    bad = ReferenceMap(refmap.run, {**refmap.manifest, 'bad': object()})
+    bad = ReferenceMap(refmap.run, dataclasses.replace(refmap.manifest,
+                                                      extra={'bad': object()}))
     with pytest.raises(TypeError):
         save_map(bad, tmp_path / 'm.npz')
     assert list(tmp_path.iterdir()) == []
@@ -54,7 +56,7 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_overwrite_is_atomic(tmp_path):
     path = save_map(small_map(), tmp_path / 'm.npz')
     save_map(small_map('float16'), path)
-    assert load_map(path).manifest['dtype'] == 'float16'
+    assert load_map(path).manifest.dtype == 'float16'
     assert [p.name for p in tmp_path.iterdir()] == ['m.npz']
 
 
@@ -65,7 +67,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(MapError, match='corrupt'):
         load_map(tmp_path / 'bad.npz')
     refmap = small_map()
-    manifest = {**refmap.manifest, 'format_version': 99}
+    manifest = {**refmap.manifest.to_dict(), 'format_version': 99}
     path = tmp_path / 'v99.npz'
     np.savez(path, manifest=np.frombuffer(json.dumps(manifest).encode(), np.uint8),
              descriptors=refmap.run.descriptors)
@@ -88,3 +90,53 @@ def test_check_query_names_differences():
     refmap.check_query({'name': 'patchnorm', 'width': 64, 'weights_sha256': None})
     with pytest.raises(MapError, match=r'weights_sha256: map has none, query has ab12\. Use'):
         refmap.check_query({'name': 'patchnorm', 'width': 64, 'weights_sha256': 'ab12'})
+
+
+def test_descriptors_are_memory_mapped_not_read(tmp_path):
+    original = small_map('float16')
+    path = save_map(original, tmp_path / 'm')
+    lazy = load_map(path, keep_float16=True)
+    desc = lazy.run.descriptors
+    assert desc.dtype == np.float16 and isinstance(desc, np.memmap) and desc.mode == 'r'
+    np.testing.assert_array_equal(desc, original.run.descriptors.astype(np.float16))
+    with pytest.raises(ValueError):  # read-only: the map file is never written through it
+        desc[0, 0] = 1
+    assert load_map(path).run.descriptors.dtype == np.float32  # converted unless asked
+    f32 = save_map(small_map('float32'), tmp_path / 'f32')
+    assert isinstance(load_map(f32).run.descriptors, np.memmap)
+
+
+def test_compressed_and_truncated_files(tmp_path):
+    original = small_map()
+    path = save_map(original, tmp_path / 'm')
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez_compressed(tmp_path / 'c.npz', **arrays)  # e.g. recompressed by a user
+    np.testing.assert_array_equal(load_map(tmp_path / 'c.npz').run.descriptors,
+                                  original.run.descriptors)
+    raw = path.read_bytes()
+    (tmp_path / 't.npz').write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(MapError, match='corrupt or not a map'):
+        load_map(tmp_path / 't.npz')
+    (tmp_path / 'x.npz').write_bytes(b'not a zip at all')
+    with pytest.raises(MapError, match='corrupt or not a map'):
+        load_map(tmp_path / 'x.npz')
+
+
+def test_manifest_round_trip_keeps_every_entry(tmp_path):
+    refmap = small_map()
+    manifest = dataclasses.replace(refmap.manifest, geo_origin=(48.1, 11.5, 520.0),
+                                   config={'sequence': {'length': 5}},
+                                   extra={'sequence_descriptors': {'length': 5, 'p': 3.0}})
+    loaded = load_map(save_map(ReferenceMap(refmap.run, manifest), tmp_path / 'm')).manifest
+    assert loaded == manifest
+    assert loaded.get('sequence_descriptors') == {'length': 5, 'p': 3.0}
+    assert loaded.get('missing', 7) == 7
+    broken = {**manifest.to_dict()}
+    del broken['sequence_length']
+    path = tmp_path / 'broken.npz'
+    np.savez(path, manifest=np.frombuffer(json.dumps(broken).encode(), np.uint8),
+             descriptors=refmap.run.descriptors, stamps_ns=refmap.run.stamps_ns,
+             segments=refmap.run.segments)
+    with pytest.raises(MapError, match='malformed manifest'):
+        load_map(path)

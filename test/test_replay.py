@@ -44,7 +44,7 @@ def test_localization_replay_and_result_bag(mapped_route, tmp_path):
     refmap, query_bag, cfg = mapped_route
     cfg = load_config(overrides={**{'source.image_topic': '/camera/image_raw/compressed',
                                     'source.pose_topic': '/odom', 'sequence.length': 4,
-                                    'evaluation.radius_m': 1.5}})
+                                    'evaluation.radius_m': 1.5, 'evaluation.gt': 'radius'}})
     result = replay(query_bag, cfg, refmap, tmp_path / 'out')
     assert len(result.keyframes) == 30
     assert result.metrics is not None and result.metrics.recall_at[1] >= 0.9
@@ -88,7 +88,14 @@ def test_replay_drops_malformed_frames_and_resets_on_time_jump(tmp_path, mapped_
     assert len(result.keyframes) == 11
     reset_steps = [s for s in result.steps if s.reset]
     assert len(reset_steps) == 1 and reset_steps[0].hypothesis is None
-    assert result.report['note'].startswith('no poses')
+    # same-index ground truth follows each keyframe's frame index in the bag, which counts the
+    # dropped frame 5
+    assert result.frame_indices == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert result.report['ground_truth'] == {'type': 'same-index', 'tolerance_frames': 0}
+    radius = load_config(overrides={'source.image_topic': '/cam', 'sequence.length': 4,
+                                    'evaluation.gt': 'radius'})
+    unscored = replay(bag, radius, refmap, None)
+    assert unscored.metrics is None and 'needs poses' in unscored.report['note']
 
 
 def test_odometry_gating_in_replay(mapped_route, tmp_path):
@@ -108,6 +115,7 @@ def test_slam_replay_closes_the_loop(tmp_path):
     cfg = load_config(overrides={'source.image_topic': '/camera/image_raw',
                                  'source.pose_topic': '/odom', 'node.mode': 'slam',
                                  'sequence.length': 4, 'evaluation.radius_m': 1.5,
+                                 'evaluation.gt': 'radius',
                                  'node.loop_closure.exclude_recent_s': 1.0,
                                  'node.loop_closure.max_distance': 38.0,
                                  'node.loop_closure.exclude_recent_m': 0.0})
@@ -123,13 +131,13 @@ def test_slam_replay_closes_the_loop(tmp_path):
 def test_replay_cli_and_errors(mapped_route, tmp_path, capsys):
     refmap, query_bag, _ = mapped_route
     out = tmp_path / 'cli_out'
-    code = main(['replay', str(query_bag), '--map', refmap.manifest['path'], '--image-topic',
+    code = main(['replay', str(query_bag), '--map', str(refmap.path), '--image-topic',
                  '/camera/image_raw/compressed', '--pose-topic', '/odom', '--radius-m', '1.5',
                  '--out', str(out), '--no-progress'])
     assert code == 0
     report = json.loads((out / 'report.json').read_text())
     assert report['recall_at']['1'] >= 0.9 and (out / 'plot.png').is_file()
-    assert main(['replay', str(query_bag), '--map', refmap.manifest['path'], '--image-topic',
+    assert main(['replay', str(query_bag), '--map', str(refmap.path), '--image-topic',
                  '/nope', '--out', str(tmp_path / 'x'), '--no-progress']) == 2
     assert '/camera/image_raw/compressed' in capsys.readouterr().err
     with pytest.raises(SourceError, match='does not exist'):

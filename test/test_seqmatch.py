@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import math
+
 import numpy as np
 import pytest
 
 from vpr_seq_ros.errors import MatchingError
 from vpr_seq_ros.matching.distances import contrast_enhance, distance_matrix
-from vpr_seq_ros.matching.seqmatch import (OnlineSeqMatcher, SeqMatchSettings, seqmatch_batch,
+from vpr_seq_ros.matching.seqmatch import (OnlineSeqMatcher, SeqMatchSettings, build_kernels,
+                                           seqmatch_batch, seqmatch_distances, slope_kernel,
                                            slope_offsets)
 from vpr_seq_ros.matching.windows import segment_bounds, window_starts
 
@@ -51,27 +55,85 @@ def naive_windows(segments, length, window, span):
     return out
 
 
+def naive_kernel(slope, length, kernel):
+    """[(frames back, rows back, weight)] written from the definition."""
+    terms = []
+    for k in range(length):
+        pos = slope * k
+        if kernel == 'rounded':
+            terms.append((k, int(round(pos)), 1.0))
+            continue
+        low = math.floor(pos + 1e-9)
+        frac = pos - low
+        if abs(frac) < 1e-9:
+            terms.append((k, low, 1.0))
+        else:
+            terms += [(k, low, 1.0 - frac), (k, low + 1, frac)]
+    return terms
+
+
+def naive_combine(per_slope, slopes, mode, penalty=0.0, length=None, kernel='rounded'):
+    """Minimum over slopes; 'standardised': of per-column z-scores over the finite rows plus
+    penalty * |ln v|, mapped back with the mean/std of the slope nearest 1 (one slope:
+    unchanged)."""
+    if mode == 'raw' or len(per_slope) == 1:
+        return np.min(per_slope, axis=0)
+    ref = int(np.argmin([abs(math.log(v)) for v in slopes]))
+    out = np.full(per_slope[0].shape, np.inf)
+    for j in range(out.shape[1]):
+        best, stats = np.inf * np.ones(out.shape[0]), None
+        for v, s in enumerate(per_slope):
+            col = s[:, j]
+            fin = np.isfinite(col)
+            if not fin.any():
+                continue
+            mean, std = col[fin].mean(), max(col[fin].std(), 1e-9)
+            if v == ref:
+                stats = (mean, std)
+            identity = naive_kernel(slopes[v], length, kernel) == \
+                [(k, k, 1.0) for k in range(length)]
+            cost = 0.0 if identity else penalty * abs(math.log(slopes[v]))
+            best = np.minimum(best, (col - mean) / std + cost)
+        mean, std = stats if stats is not None else (0.0, 1.0)
+        out[:, j] = mean + std * best
+    return out
+
+
+def unique_slopes(settings):
+    """Slopes whose kernels differ (a duplicate kernel changes nothing but the warning)."""
+    seen, out = [], []
+    for v in sorted(settings.slopes, key=lambda v: abs(math.log(v))):
+        terms = naive_kernel(v, settings.length, settings.velocity_kernel)
+        if terms not in seen:
+            seen.append(terms)
+            out.append(v)
+    return out
+
+
 def naive_seqmatch(refs, queries, settings, ref_segments, query_segments):
     """(N, M) sequence distances by the definition: a double loop over anchors."""
     n, m, length = len(refs), len(queries), settings.length
     cols = np.stack([naive_enhanced_column(refs, q, settings.metric, settings.contrast_window,
                                            ref_segments) for q in queries], axis=1)
     q_first = naive_windows(query_segments, length, settings.window, length)
-    best = np.full((n, m), np.inf)
-    for slope in settings.slopes:
-        back = [int(round(slope * k)) for k in range(length)]  # rows back per frame back
-        span = back[-1] + 1
+    slopes = unique_slopes(settings)
+    per_slope = []
+    for slope in slopes:
+        terms = naive_kernel(slope, length, settings.velocity_kernel)
+        span = max(back for _, back, _ in terms) + 1
         r_first = naive_windows(ref_segments, length, settings.window, span)
+        scores = np.full((n, m), np.inf)
         for i in range(n):
             for j in range(m):
                 if q_first[j] is None or r_first[i] is None:
                     continue
-                q_frames = [q_first[j] + t for t in range(length)]          # oldest first
+                q_last = q_first[j] + length - 1
                 r_last = r_first[i] + span - 1
-                r_frames = [r_last - back[length - 1 - t] for t in range(length)]
-                d = np.mean([cols[r, q] for r, q in zip(r_frames, q_frames)])
-                best[i, j] = min(best[i, j], d)
-    return best
+                scores[i, j] = sum(w * cols[r_last - back, q_last - k]
+                                   for k, back, w in terms) / length
+        per_slope.append(scores)
+    return naive_combine(per_slope, slopes, settings.slope_scores, settings.slope_penalty,
+                         length, settings.velocity_kernel)
 
 
 def seeded_runs(n=40, m=30, d=16, seed=0):
@@ -90,6 +152,11 @@ CASES = [
     SeqMatchSettings(length=5, contrast_window=4),
     SeqMatchSettings(length=5, slopes=(0.8, 1.0, 1.25, 1.5)),
     SeqMatchSettings(length=7, metric='sad', slopes=(1.0, 2.0), contrast_window=5),
+    SeqMatchSettings(length=5, slopes=(0.8, 1.0, 1.25, 1.5), slope_scores='raw'),
+    SeqMatchSettings(length=5, slopes=(0.8, 1.0, 1.25), velocity_kernel='rounded'),
+    SeqMatchSettings(length=6, slopes=(0.7, 1.1, 1.3), velocity_kernel='rounded',
+                     slope_scores='raw', contrast_window=3),
+    SeqMatchSettings(length=5, slopes=(0.75, 1.05, 1.0), contrast_window=2),
 ]
 
 
@@ -229,23 +296,33 @@ def naive_causal_scores(frames, segments, settings, j):
     cols = {c: naive_enhanced_column(frames[:c], frames[c], settings.metric,
                                      settings.contrast_window, segments[:c])
             for c in range(max(0, j - length + 1), j + 1)}
-    best = np.full(j, np.inf)
-    for slope in settings.slopes:
-        back = [int(np.round(slope * k)) for k in range(length)]
+    slopes = unique_slopes(settings)
+    per_slope = []
+    for slope in slopes:
+        terms = naive_kernel(slope, length, settings.velocity_kernel)
+        span = max(back for _, back, _ in terms) + 1
+        scores = np.full((j, 1), np.inf)
         for i in range(j):
-            rows = [i - back[k] for k in range(length)]
-            if min(rows) < 0 or any(segments[r] != segments[i] for r in rows):
+            rows = range(i - span + 1, i + 1)
+            if i - span + 1 < 0 or any(segments[r] != segments[i] for r in rows):
                 continue
-            if any(rows[k] >= j - k for k in range(length)):  # not yet a reference then
+            if any(i - back >= j - k for k, back, _ in terms):  # not yet a reference then
                 continue
-            best[i] = min(best[i], np.mean([cols[j - k][rows[k]] for k in range(length)]))
-    return best
+            scores[i, 0] = sum(w * cols[j - k][i - back] for k, back, w in terms) / length
+        per_slope.append(scores)
+    return naive_combine(per_slope, slopes, settings.slope_scores, settings.slope_penalty,
+                         length, settings.velocity_kernel)[:, 0]
 
 
 @pytest.mark.parametrize('settings', [SeqMatchSettings(length=4),
                                       SeqMatchSettings(length=3, metric='sad',
                                                        contrast_window=3),
-                                      SeqMatchSettings(length=4, slopes=(0.5, 1.0, 1.5))],
+                                      SeqMatchSettings(length=4, slopes=(0.5, 1.0, 1.5)),
+                                      SeqMatchSettings(length=4, slopes=(0.5, 1.0, 1.5),
+                                                       velocity_kernel='rounded',
+                                                       slope_scores='raw'),
+                                      SeqMatchSettings(length=5, slopes=(0.8, 1.25),
+                                                       contrast_window=2)],
                          ids=lambda s: repr(s))
 def test_growing_reference_equals_naive_causal_matching(settings):
     """slam mode: every frame is scored against all earlier frames, then appended."""
@@ -264,3 +341,99 @@ def test_growing_reference_equals_naive_causal_matching(settings):
         assert scores.shape == (j,)
         np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
     assert online.num_references == 24
+
+
+def test_slope_kernels_by_hand():
+    ident = slope_kernel(4, 1.0)
+    assert ident.is_identity and ident.span == 4
+    np.testing.assert_array_equal(ident.rows_back, [0, 1, 2, 3])
+    slow = slope_kernel(3, 0.75)
+    # k = 0: row 0; k = 1: 0.75 -> rows 0 (0.25), 1 (0.75); k = 2: 1.5 -> rows 1, 2 (0.5 each)
+    np.testing.assert_array_equal(slow.frames_back, [0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(slow.rows_back, [0, 0, 1, 1, 2])
+    np.testing.assert_allclose(slow.weights, [1.0, 0.25, 0.75, 0.5, 0.5])
+    assert slow.span == 3 and not slow.is_identity
+    fast = slope_kernel(3, 2.0)
+    np.testing.assert_array_equal(fast.rows_back, [0, 2, 4])
+    assert fast.span == 5
+    rounded = slope_kernel(10, 0.8, 'rounded')
+    assert len(set(rounded.rows_back.tolist())) == 8     # 0.8 revisits rows at L = 10
+    assert slope_kernel(10, 1.05, 'rounded').is_identity
+    assert not slope_kernel(10, 1.05).is_identity
+    with pytest.raises(MatchingError, match='velocity kernel'):
+        slope_kernel(3, 1.0, 'cubic')
+
+
+def test_collapsed_slopes_warn(caplog):
+    with caplog.at_level(logging.WARNING, logger='vpr_seq_ros.matching.seqmatch'):
+        kernels = build_kernels(SeqMatchSettings(length=10, slopes=(1.0, 1.05),
+                                                 velocity_kernel='rounded'))
+    assert len(kernels) == 1
+    assert 'slope 1.05 is the identity kernel' in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='vpr_seq_ros.matching.seqmatch'):
+        assert len(build_kernels(SeqMatchSettings(length=10, slopes=(1.0, 1.05),
+                                                  velocity_kernel='interpolated'))) == 2
+        assert len(build_kernels(SeqMatchSettings(length=1, slopes=(0.8, 1.0)))) == 1
+    assert 'slope 0.8 is the identity kernel' in caplog.text
+
+
+def test_settings_validation():
+    with pytest.raises(MatchingError, match='positive'):
+        SeqMatchSettings(slopes=(0.0, 1.0))
+    with pytest.raises(MatchingError, match='>= 0'):
+        SeqMatchSettings(slope_penalty=-1.0)
+
+
+def test_single_slope_scores_are_unchanged_by_the_slope_scheme():
+    refs, queries = seeded_runs(seed=8)
+    base = seqmatch_batch(refs, queries, SeqMatchSettings(length=5, velocity_kernel='rounded',
+                                                          slope_scores='raw'), keep_matrix=True)
+    new = seqmatch_batch(refs, queries, SeqMatchSettings(length=5, slope_penalty=2.0),
+                         keep_matrix=True)
+    np.testing.assert_array_equal(base.matrix, new.matrix)
+
+
+@pytest.mark.parametrize('settings', [SeqMatchSettings(length=5, slopes=(0.8, 1.0, 1.25),
+                                                       slope_penalty=2.0),
+                                      SeqMatchSettings(length=4, metric='sad', contrast_window=3,
+                                                       slopes=(0.75, 1.0, 1.33),
+                                                       slope_penalty=0.5),
+                                      SeqMatchSettings(length=5, slopes=(1.05, 0.6, 1.5),
+                                                       velocity_kernel='rounded',
+                                                       slope_penalty=1.0)],
+                         ids=lambda s: repr(s))
+def test_penalty_batch_online_naive_and_precomputed_distances_agree(settings):
+    refs, queries = seeded_runs(seed=9)
+    ref_seg = np.repeat([0, 1], [22, 18])
+    expected = naive_seqmatch(refs, queries, settings, ref_seg, np.zeros(len(queries), int))
+    batch = seqmatch_batch(refs, queries, settings, top_k=4, ref_segments=ref_seg,
+                           keep_matrix=True, chunk=6)
+    np.testing.assert_allclose(batch.matrix, expected, rtol=1e-4, atol=1e-4)
+    frame_dist = distance_matrix(refs, queries, settings.metric)
+    pre = seqmatch_distances(frame_dist, settings, top_k=4, ref_segments=ref_seg,
+                             keep_matrix=True)
+    np.testing.assert_allclose(pre.matrix, batch.matrix, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(pre.matches.valid, batch.matches.valid)
+    online = OnlineSeqMatcher(refs, settings, ref_seg)
+    for j, q in enumerate(queries):
+        scores = online.push(q)
+        if batch.matches.valid[j]:
+            np.testing.assert_allclose(scores, batch.matrix[:, j], rtol=1e-5, atol=1e-5)
+
+
+def test_matching_config_velocity_fields():
+    from vpr_seq_ros.config import ConfigError, load_config, replace
+    cfg = load_config('seqslam')
+    m = cfg.matching
+    # the configuration's defaults are the scoring's defaults
+    s = SeqMatchSettings()
+    assert (m.velocity_kernel, m.slope_scores, m.slope_penalty) == \
+        (s.velocity_kernel, s.slope_scores, s.slope_penalty)
+    assert replace(cfg, **{'matching.slope_penalty': 0.0}).matching.slope_penalty == 0.0
+    with pytest.raises(ConfigError, match='velocity_kernel'):
+        replace(cfg, **{'matching.velocity_kernel': 'cubic'})
+    with pytest.raises(ConfigError, match='slope_scores'):
+        replace(cfg, **{'matching.slope_scores': 'ranked'})
+    with pytest.raises(ConfigError, match='slope_penalty'):
+        replace(cfg, **{'matching.slope_penalty': -1.0})

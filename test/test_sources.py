@@ -90,3 +90,40 @@ def test_npy_nan_rows(tmp_path):
     (tmp_path / 'x.npy').write_bytes(b'garbage')
     with pytest.raises(SourceError, match='cannot read'):
         open_source(tmp_path / 'x.npy')
+
+
+def test_image_folder_counts_files_it_cannot_read_but_not_notes(tmp_path):
+    folder = write_run(tmp_path / 'run', np.arange(3.0), seed=0)
+    source = open_source(folder)
+    assert source.dropped() == {} and source.dropped_line() == 'none'
+    (folder / 'notes.txt').write_text('not a frame')
+    (folder / 'extra.GIF').write_bytes(b'GIF89a')
+    (folder / 'phone.heic').write_bytes(b'....')
+    source = open_source(folder)
+    assert len(source) == 3
+    assert source.dropped() == {'unsupported_format': 2}
+    assert source.dropped_line() == '2 files of an unsupported image format (.gif, .heic)'
+    only_gifs = tmp_path / 'gifs'
+    only_gifs.mkdir()
+    (only_gifs / 'a.gif').write_bytes(b'GIF89a')
+    with pytest.raises(SourceError, match='holds no images.*1 .gif file'):
+        open_source(only_gifs)
+
+
+def test_npy_source_drops_nothing(tmp_path):
+    np.save(tmp_path / 'd.npy', np.ones((4, 3), np.float32))
+    assert open_source(tmp_path / 'd.npy').dropped() == {}
+
+
+def test_format_dropped_reads_as_a_sentence():
+    from vpr_seq_ros.sources.base import DropReason, format_dropped, ordered_counts
+
+    counts = {'duplicate_stamp': 3, DropReason.NO_POSE_YET: 1, 'keyframe_gating': 0,
+              'node_busy': 2}
+    assert ordered_counts(counts) == {'no_pose_yet': 1, 'duplicate_stamp': 3, 'node_busy': 2}
+    assert format_dropped(counts, '/gps/fix') == (
+        '1 frame without a pose yet (before the first pose on /gps/fix), '
+        '3 duplicate stamps (the same stamp as an earlier frame), 2 node busy')
+    assert format_dropped({'keyframe_gating': 1}) == \
+        '1 frame skipped by keyframe gating (one frame per keyframe distance)'
+    assert format_dropped({}) == 'none'

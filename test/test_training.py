@@ -267,7 +267,9 @@ def test_training_improves_recall_and_records_the_run(dataset: Path, tmp_path: P
     assert identity < 0.7 <= 0.9 <= max(s.recalls[1] for s in summaries)
     loaded = load_seqmatchnet(best)  # the existing loader, strict
     assert loaded.transform.in_dim == DIM and not loaded.random_init
-    assert (out / 'command.txt').read_text() == 'vpr-seq train seqmatchnet --config x.yaml\n'
+    lines = (out / 'command.txt').read_text().splitlines()
+    assert lines[1:] == ['vpr-seq train seqmatchnet --config x.yaml']
+    assert lines[0].startswith('# epochs 1-3; started ') and lines[0].endswith(f'in {Path.cwd()}')
     saved = load_train_config(SeqMatchNetTrainConfig, out / 'config.yaml')
     assert to_dict(saved) == to_dict(_config(dataset, out, epochs=3))
     assert yaml.safe_load((out / 'manifest.yaml').read_text())['splits']['train'] == [[0, 80]]
@@ -305,6 +307,92 @@ def test_resumed_run_continues_identically(dataset: Path, tmp_path: Path) -> Non
         train_seqmatchnet(_config(dataset, part, epochs=4, batch_size=4), resume=part)
     with pytest.raises(ConfigError, match='already holds a training run'):
         train_seqmatchnet(_config(dataset, part, epochs=4))
+
+
+def test_manifest_paths_are_relative_to_the_manifest_not_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The data, the manifest, the training config and the current folder all differ; only
+    relative paths are used, and the run is started from the command line."""
+    data = tmp_path / 'datasets' / 'route'
+    _traverses(data)
+    (data / 'tables').mkdir()
+    (data / 'tables' / 'ref.csv').write_text(
+        'name,x,y\n' + ''.join(f'{i},{i},0\n' for i in range(N_FRAMES)))
+    manifest = _manifest_dict()
+    manifest['traverses'][0]['source'] = {'poses': 'tables/ref.csv'}
+    (data / 'manifest.yaml').write_text(yaml.safe_dump(manifest))
+    (tmp_path / 'configs').mkdir()
+    (tmp_path / 'configs' / 'train.yaml').write_text(yaml.safe_dump({
+        'data': {'manifest': '../datasets/route/manifest.yaml'}, 'encoder': {'name': 'npy'},
+        'sequence': {'length': 3}, 'batch_size': 8, 'epochs': 1, 'device': 'cpu',
+        'output_dir': 'runs/a'}))
+    elsewhere = tmp_path / 'somewhere' / 'else'
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    loaded = load_manifest(Path('../../datasets/route/manifest.yaml'))
+    assert loaded.traverses[0].path == str(data / 'ref.npy')
+    assert loaded.traverses[0].source.poses == str(data / 'tables' / 'ref.csv')
+    args = _parser().parse_args(['train', 'seqmatchnet', '--config', '../../configs/train.yaml',
+                                 '--no-progress'])
+    assert args.func(args) == 0
+    run = tmp_path / 'configs' / 'runs' / 'a'
+    assert f'checkpoint: {run / "best.pt"}' in capsys.readouterr().out
+    saved = yaml.safe_load((run / 'manifest.yaml').read_text())
+    assert [t['path'] for t in saved['traverses']] == [str(data / 'ref.npy'),
+                                                       str(data / 'query.npy')]
+    assert not list(elsewhere.iterdir())  # nothing written to the current folder
+
+
+def test_manifest_names_a_missing_traverse_as_written_and_resolved(tmp_path: Path) -> None:
+    _traverses(tmp_path / 'data')
+    manifest = _manifest_dict()
+    manifest['traverses'][1]['path'] = 'winter/query.npy'
+    (tmp_path / 'data' / 'manifest.yaml').write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ConfigError, match=r"traverse query: path 'winter/query.npy' does not "
+                       r"exist \(relative paths are taken from the folder of the manifest, "
+                       f"{tmp_path / 'data'}\\): {tmp_path / 'data' / 'winter' / 'query.npy'}"):
+        load_manifest(tmp_path / 'data' / 'manifest.yaml')
+
+
+def _attempts(folder: Path) -> list[str]:
+    """The command lines of ``command.txt``, without the comment lines."""
+    return [line for line in (folder / 'command.txt').read_text().splitlines()
+            if not line.startswith('#')]
+
+
+def test_command_txt_records_the_attempts_that_trained_the_checkpoint(dataset: Path,
+                                                                      tmp_path: Path) -> None:
+    from vpr_seq_ros.errors import SourceError
+    from vpr_seq_ros.models.checkpoints import read_checkpoint
+    from vpr_seq_ros.training.seqmatchnet import train_seqmatchnet
+
+    out = tmp_path / 'run'
+    broken = dataset.parent / 'broken.yaml'
+    broken.write_text(yaml.safe_dump(_manifest_dict(splits={'train': [0, 500]})))
+    with pytest.raises((ConfigError, SourceError), match='reach frame 499'):
+        train_seqmatchnet(_config(broken, out, epochs=2), command_line='attempt 1 (fails)')
+    assert list(out.iterdir()) == []  # a failed attempt leaves nothing behind
+    train_seqmatchnet(_config(dataset, out, epochs=2), command_line='attempt 2')
+    assert _attempts(out) == ['attempt 2']
+    with pytest.raises(ConfigError, match='another configuration'):
+        train_seqmatchnet(_config(dataset, out, epochs=3, batch_size=4), resume=out,
+                          command_line='attempt 3 (refused)')
+    train_seqmatchnet(_config(dataset, out, epochs=3), resume=out, command_line='attempt 4')
+    text = (out / 'command.txt').read_text().splitlines()
+    assert _attempts(out) == ['attempt 2', 'attempt 4']
+    assert text[0].startswith('# epochs 1-2; started ')
+    assert text[2].startswith(f'# epoch 3, resumed from {out / "train_state.pt"}; started ')
+    last = read_checkpoint(out / 'last.pt')
+    assert [(c['command'], c['epochs']) for c in last.meta['commands']] == \
+        [('attempt 2', [1, 2]), ('attempt 4', [3, 3])]
+    best = read_checkpoint(out / 'best.pt')
+    trained = [c['command'] for c in best.meta['commands']]
+    assert trained == (['attempt 2', 'attempt 4'] if best.meta['epoch'] == 3 else ['attempt 2'])
+    # continued in a new folder: the earlier attempts come along, from the training state
+    moved = tmp_path / 'moved'
+    train_seqmatchnet(_config(dataset, moved, epochs=4), resume=out, command_line='attempt 5')
+    assert _attempts(moved) == ['attempt 2', 'attempt 4', 'attempt 5']
 
 
 @pytest.mark.parametrize('loss, mining', [('single', 'single'), ('seqmatch', 'single'),
@@ -414,7 +502,8 @@ def test_cli_errors_say_what_to_do(tmp_path: Path) -> None:
 def test_training_is_never_imported_by_the_runtime_or_the_node() -> None:
     code = ('import sys, importlib, vpr_seq_ros.runtime, vpr_seq_ros.runtime.core, '
             'vpr_seq_ros.runtime.outputs, vpr_seq_ros.runtime.queue, '
-            'vpr_seq_ros.runtime.streams, vpr_seq_ros.ros, vpr_seq_ros.ros.params, '
+            'vpr_seq_ros.runtime.store, vpr_seq_ros.runtime.decisions, '
+            'vpr_seq_ros.ros, vpr_seq_ros.ros.params, '
             'vpr_seq_ros.pipeline, vpr_seq_ros.cli\n'
             'try:\n    importlib.import_module("vpr_seq_ros.ros.node")\n'
             'except ImportError:\n    pass\n'

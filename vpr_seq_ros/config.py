@@ -19,14 +19,20 @@ from typing import Any, Mapping
 import yaml
 
 from vpr_seq_ros.errors import ConfigError
+from vpr_seq_ros.verification.config import VerificationConfig
+from vpr_seq_ros.matching import method_names
 
 ENCODERS = ('patchnorm', 'npy', 'jist-r18')
 TRANSFORMS = ('none', 'seqmatchnet')
 RUNTIMES = ('torch', 'onnx')
 DEVICES = ('cpu', 'cuda', 'auto')
-METHODS = ('single', 'seqmatch', 'seqgem')
+METHODS = method_names()
+"""The built-in matching methods (kept for the CLI; validation uses :func:`method_names`,
+which also knows methods registered at run time)."""
 WINDOWS = ('trailing', 'centred')
 DISTANCES = ('euclidean', 'sad')
+VELOCITY_KERNELS = ('rounded', 'interpolated')
+SLOPE_SCORES = ('standardised', 'raw')
 MAP_DTYPES = ('float32', 'float16')
 GROUND_TRUTHS = ('same-index', 'radius')
 NODE_MODES = ('localization', 'slam')
@@ -182,13 +188,52 @@ class ContrastConfig:
         _positive('matching.contrast', 'window', self.window)
 
 
+INDEX_KINDS = ('exact', 'ivf-flat', 'ivf-pq', 'hnsw')
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Nearest-neighbour search over the map (faiss), for large maps.
+
+    ``exact`` scans the whole map for every frame. The approximate kinds are trained by
+    ``build-map`` and stored in the map: for ``single`` and ``seqgem`` they are the retrieval;
+    for ``seqmatch`` they propose candidate anchors whose sequence distance is then computed
+    exactly (identity kernel, no contrast enhancement).
+
+    Attributes:
+        kind: ``exact``, ``ivf-flat``, ``ivf-pq`` or ``hnsw``.
+        nlist: IVF cells (0: 4 sqrt(N)); build time.
+        nprobe: IVF cells visited per search; search time.
+        pq_m: IVF-PQ sub-quantisers (must divide D); build time.
+        hnsw_m: HNSW graph degree; build time.
+        ef_search: HNSW search beam; search time.
+        candidates: nearest reference frames asked of the index per query frame (seqmatch),
+            or per query (single, seqgem: at least ``matching.top_k``).
+    """
+
+    kind: str = 'exact'
+    nlist: int = 0
+    nprobe: int = 16
+    pq_m: int = 64
+    hnsw_m: int = 32
+    ef_search: int = 128
+    candidates: int = 32
+
+    def __post_init__(self) -> None:
+        _choice('matching.index', 'kind', self.kind, INDEX_KINDS)
+        for name in ('nprobe', 'pq_m', 'hnsw_m', 'ef_search', 'candidates'):
+            _positive('matching.index', name, getattr(self, name))
+        _positive('matching.index', 'nlist', self.nlist, allow_zero=True)
+
+
 @dataclass(frozen=True)
 class MatchingConfig:
     """How queries are matched against the map.
 
     Attributes:
-        method: ``single`` (nearest frame), ``seqmatch`` (mean aligned frame distance) or
-            ``seqgem`` (generalized-mean sequence descriptor, nearest neighbour).
+        method: a registered method (``vpr_seq_ros.matching.method_names()``): ``single``
+            (nearest frame), ``seqmatch`` (mean aligned frame distance) or ``seqgem``
+            (generalized-mean sequence descriptor, nearest neighbour).
         distance: frame distance for ``seqmatch``: ``euclidean`` or ``sad`` (sum of absolute
             differences, SeqSLAM).
         top_k: candidates kept per query.
@@ -196,6 +241,13 @@ class MatchingConfig:
         slopes: velocity search: reference frames advanced per query frame; 1.0 alone is the
             identity kernel.
         seqgem_p: SeqGeM exponent when the encoder does not provide a learnt one.
+        velocity_kernel: velocity search kernels: ``rounded`` (each query frame on the nearest
+            reference frame) or ``interpolated`` (between the two nearest).
+        slope_scores: how slopes compete: ``standardised`` (each slope's scores of a query are
+            standardised over the map first) or ``raw``.
+        slope_penalty: constant-speed prior, in standard deviations per unit ``|ln slope|``,
+            added to a slope's standardised score (0: none).
+        index: nearest-neighbour search over the map (exact, or approximate for large maps).
     """
 
     method: str = 'seqmatch'
@@ -204,9 +256,13 @@ class MatchingConfig:
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     slopes: tuple[float, ...] = (1.0,)
     seqgem_p: float = 3.0
+    velocity_kernel: str = 'rounded'
+    slope_scores: str = 'standardised'
+    slope_penalty: float = 3.0
+    index: IndexConfig = field(default_factory=IndexConfig)
 
     def __post_init__(self) -> None:
-        _choice('matching', 'method', self.method, METHODS)
+        _choice('matching', 'method', self.method, method_names())
         _choice('matching', 'distance', self.distance, DISTANCES)
         _positive('matching', 'top_k', self.top_k)
         if not self.slopes:
@@ -214,6 +270,9 @@ class MatchingConfig:
         for slope in self.slopes:
             _positive('matching', 'slopes', slope)
         _positive('matching', 'seqgem_p', self.seqgem_p)
+        _choice('matching', 'velocity_kernel', self.velocity_kernel, VELOCITY_KERNELS)
+        _choice('matching', 'slope_scores', self.slope_scores, SLOPE_SCORES)
+        _positive('matching', 'slope_penalty', self.slope_penalty, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -266,14 +325,21 @@ class KeyframeConfig:
             last kept frame (0 keeps all).
         min_interval_s: without odometry, keep a frame once this much time passed (0 keeps
             all).
+        max_keyframes: slam mode: at most this many keyframes are stored (0: unbounded). Once
+            reached, later keyframes are still matched (and can close loops onto the stored
+            ones) but not stored; the node warns once and counts them in diagnostics
+            (``keyframes_not_stored``). Each stored keyframe takes ``4 D + 61`` bytes plus the
+            method's per-reference state (see ``vpr_seq_ros.runtime.store``).
     """
 
     min_distance_m: float = 0.0
     min_interval_s: float = 0.0
+    max_keyframes: int = 0
 
     def __post_init__(self) -> None:
         _positive('node.keyframe', 'min_distance_m', self.min_distance_m, allow_zero=True)
         _positive('node.keyframe', 'min_interval_s', self.min_interval_s, allow_zero=True)
+        _positive('node.keyframe', 'max_keyframes', self.max_keyframes, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -281,7 +347,9 @@ class LoopClosureConfig:
     """Loop-closure candidates in ``slam`` mode.
 
     Attributes:
-        exclude_recent_s: never match the keyframes of the last this many seconds.
+        exclude_recent_s: never match the keyframes of the last this many seconds of the
+            current time session (a backwards time jump, e.g. a bag played again, starts a new
+            session; keyframes of earlier sessions stay matchable).
         exclude_recent_m: never match keyframes within this path length (odometry) of now.
         min_streak: publish only after this many consecutive keyframes matched consistently.
         streak_tolerance: consecutive matches are consistent when the matched index advanced
@@ -290,6 +358,8 @@ class LoopClosureConfig:
             threshold; the scale depends on the encoder, see vpr-seq replay).
         min_score: candidates must lie this many standard deviations below the mean distance
             to all past keyframes (encoder-independent; 0 disables).
+        min_confidence: candidates must have at least this calibrated probability of being
+            right (needs ``node.calibration``; 0 disables).
     """
 
     exclude_recent_s: float = 30.0
@@ -298,6 +368,7 @@ class LoopClosureConfig:
     streak_tolerance: int = 2
     max_distance: float = 0.0
     min_score: float = 0.0
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         _positive('node.loop_closure', 'exclude_recent_s', self.exclude_recent_s,
@@ -309,6 +380,9 @@ class LoopClosureConfig:
                   allow_zero=True)
         _positive('node.loop_closure', 'max_distance', self.max_distance, allow_zero=True)
         _positive('node.loop_closure', 'min_score', self.min_score, allow_zero=True)
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f'node.loop_closure.min_confidence = {self.min_confidence!r} '
+                              'must be in [0, 1]')
 
 
 @dataclass(frozen=True)
@@ -327,6 +401,11 @@ class NodeConfig:
         publish_markers: publish ``~/markers``.
         keyframe: keyframe gating.
         loop_closure: loop-closure candidates.
+        verification: geometric verification of loop-closure candidates (slam mode).
+        calibration: a calibration file (``vpr-seq evaluate/replay --fit-calibration``) that
+            maps each match's score to the probability it is right: published as
+            ``confidence``, it scales the pose covariance and can gate loop closures ('':
+            none).
     """
 
     mode: str = 'localization'
@@ -338,6 +417,8 @@ class NodeConfig:
     publish_markers: bool = True
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     loop_closure: LoopClosureConfig = field(default_factory=LoopClosureConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    calibration: str = ''
 
     def __post_init__(self) -> None:
         _choice('node', 'mode', self.mode, NODE_MODES)

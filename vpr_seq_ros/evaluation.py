@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def ground_truth(ref: EncodedRun, query: EncodedRun, cfg: EvaluationConfig,
-                 ref_valid: np.ndarray | None = None) -> list[np.ndarray]:
+                 ref_valid: np.ndarray | None = None,
+                 query_frame_index: np.ndarray | None = None) -> list[np.ndarray]:
     """Positive reference anchors of every query anchor.
 
     Args:
@@ -34,6 +35,9 @@ def ground_truth(ref: EncodedRun, query: EncodedRun, cfg: EvaluationConfig,
         query: query run (poses needed for ``radius``).
         cfg: ``same-index`` with ``tolerance_frames``, or ``radius`` with ``radius_m``.
         ref_valid: ``(N,)`` reference anchors that can be predicted (have a window).
+        query_frame_index: ``(M,)`` the frame index in its run of each query row, for
+            ``same-index`` when the rows are a subset of the run (e.g. keyframes); default
+            ``0 .. M-1``.
 
     Returns:
         One sorted int64 array per query frame.
@@ -45,8 +49,9 @@ def ground_truth(ref: EncodedRun, query: EncodedRun, cfg: EvaluationConfig,
     ref_valid = np.ones(n, bool) if ref_valid is None else np.asarray(ref_valid, bool)
     if cfg.gt == 'same-index':
         tol = cfg.tolerance_frames
+        index = np.arange(m) if query_frame_index is None else np.asarray(query_frame_index)
         out = []
-        for j in range(m):
+        for j in index:
             cand = np.arange(max(0, j - tol), min(n, j + tol + 1))
             out.append(cand[ref_valid[cand]].astype(np.int64))
         return out
@@ -168,58 +173,8 @@ def write_predictions(matches: Matches, path: str | Path) -> Path:
 def plot_results(path: str | Path, metrics: Metrics, matches: Matches,
                  matrix: np.ndarray | None, positives: list[np.ndarray], title: str,
                  curves: dict[str, Metrics] | None = None) -> Path:
-    """PNG: the precision-recall curve(s) and the distance matrix with the top-1 matches.
+    """The evaluation plot; kept for callers of the first API: see
+    :func:`vpr_seq_ros.plots.plot_evaluation`."""
+    from vpr_seq_ros.plots import plot_evaluation
 
-    Args:
-        path: output PNG.
-        metrics: metrics of the run that ``matches``/``matrix`` belong to.
-        matches: its matches.
-        matrix: ``(N, M)`` distances, or None (then the matches are drawn on a blank canvas).
-        positives: ground truth per query (drawn faintly).
-        title: figure title.
-        curves: extra labelled PR curves (e.g. single-frame vs sequence) drawn together.
-    """
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (ax_pr, ax_mat) = plt.subplots(1, 2, figsize=(13, 5.5))
-    for label, met in (curves or {title: metrics}).items():
-        ax_pr.plot(met.recall, met.precision,
-                   label=f'{label} (R@1 {met.recall_at.get(1, float("nan")):.2f}, '
-                   f'AP {met.average_precision:.2f})')
-    ax_pr.set_xlabel('recall')
-    ax_pr.set_ylabel('precision')
-    ax_pr.set_xlim(0, 1.0)
-    ax_pr.set_ylim(0, 1.05)
-    ax_pr.grid(alpha=0.3)
-    ax_pr.legend(loc='lower left', fontsize=8)
-    ax_pr.set_title('precision-recall (top-1 distance threshold)')
-    m = len(positives)
-    if matrix is not None:
-        shown = np.where(np.isfinite(matrix), matrix, np.nan)
-        step = max(1, int(np.ceil(max(shown.shape) / 1500)))
-        shown = shown[::step, ::step]
-        ax_mat.imshow(shown, aspect='auto', cmap='viridis', interpolation='nearest',
-                      extent=(-0.5, matrix.shape[1] - 0.5, matrix.shape[0] - 0.5, -0.5))
-    gt_q = np.concatenate([np.full(len(p), j) for j, p in enumerate(positives)]) if m else []
-    gt_r = np.concatenate(positives) if m else []
-    ax_mat.scatter(gt_q, gt_r, s=1, c='white', alpha=0.25, label='ground truth')
-    js = np.flatnonzero(matches.valid)
-    good = metrics.top1_correct[js]
-    ax_mat.scatter(js[good], matches.ref_indices[js[good], 0], s=4, c='lime',
-                   label='top-1 correct')
-    ax_mat.scatter(js[~good], matches.ref_indices[js[~good], 0], s=4, c='red',
-                   label='top-1 wrong')
-    ax_mat.set_xlabel('query frame')
-    ax_mat.set_ylabel('reference frame')
-    ax_mat.set_title('distance matrix and matches')
-    ax_mat.legend(loc='upper right', fontsize=8, markerscale=3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plot_evaluation(path, metrics, matches, matrix, positives, title, curves)

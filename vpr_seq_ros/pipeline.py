@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
@@ -18,17 +18,16 @@ from typing import Any, Callable, Collection, Mapping
 import numpy as np
 
 from vpr_seq_ros import __version__
-from vpr_seq_ros.config import Config, ResolvedConfig, flatten, resolve_config, to_dict
-from vpr_seq_ros.config import replace as config_replace
+from vpr_seq_ros.config import (Config, ResolvedConfig, SourceConfig, flatten, resolve_config,
+                                to_dict)
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError, SourceError
 from vpr_seq_ros.evaluation import Metrics, compute_metrics, ground_truth, report_dict
-from vpr_seq_ros.matching import MatchOutput, match_runs
-from vpr_seq_ros.matching.seqgem import sequence_descriptors
-from vpr_seq_ros.matching.windows import check_length
+from vpr_seq_ros.matching.methods import MatchOutput, SequenceMethod, build_method
+from vpr_seq_ros.matching.windows import check_length, window_starts
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, map_output_path, save_map
 from vpr_seq_ros.sources import BAG_SUFFIXES, FrameSource, open_source
-from vpr_seq_ros.types import EncodedRun
+from vpr_seq_ros.types import EncodedRun, Matches
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,43 @@ MAX_PLOT_MATRIX = 40_000_000
 """Largest N * M for which evaluation keeps the full distance matrix (for the plot)."""
 
 
+class _Rows:
+    """Descriptor rows written into one preallocated array of the final dtype (grown by
+    doubling when the source's length was an underestimate): memory is the final array plus a
+    batch, never a list of blocks and their concatenation."""
+
+    def __init__(self, capacity: int, dtype: np.dtype) -> None:
+        self.capacity, self.dtype = max(int(capacity), 1), dtype
+        self.array: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, block: np.ndarray) -> None:
+        if self.array is None:
+            self.array = np.empty((self.capacity, block.shape[1]), self.dtype)
+        if self.count + len(block) > len(self.array):
+            grown = np.empty((max(2 * len(self.array), self.count + len(block)),
+                              self.array.shape[1]), self.dtype)
+            grown[:self.count] = self.array[:self.count]
+            self.array = grown
+        self.array[self.count:self.count + len(block)] = block
+        self.count += len(block)
+
+    def result(self) -> np.ndarray:
+        assert self.array is not None
+        return self.array[:self.count]
+
+
 def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
-               progress: Progress | None = None) -> EncodedRun:
-    """Encode every frame of a source exactly once.
+               progress: Progress | None = None, dtype: str = 'float32') -> EncodedRun:
+    """Encode every frame of a source exactly once, in bounded memory.
+
+    Args:
+        dtype: storage type of the descriptors (``float32``, or ``float16`` for a map stored
+            as such): rows are written into one array of that type as they are encoded.
 
     Raises:
         SourceError: the source and the encoder take different inputs, the source is empty,
-            or only some frames carry poses.
+            an encoding is not finite, or only some frames carry poses.
     """
     if source.input_kind != encoder.input_kind:
         hint = ('use --encoder npy for precomputed descriptors'
@@ -53,7 +82,7 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
                 'precomputed descriptors (--encoder npy) need a .npy source')
         raise SourceError(f'{source.path} holds {source.input_kind}s but encoder '
                           f'{encoder.name!r} takes {encoder.input_kind}s; {hint}')
-    blocks: list[np.ndarray] = []
+    rows = _Rows(len(source), np.dtype(dtype))
     stamps: list[int] = []
     poses: list[np.ndarray | None] = []
     segments: list[int] = []
@@ -62,7 +91,12 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
 
     def flush() -> None:
         if batch:
-            blocks.append(encoder.encode(batch))
+            block = encoder.encode(batch)
+            if not np.all(np.isfinite(block)):
+                last = rows.count + len(batch) - 1
+                raise SourceError(f'encoding {source.path} produced NaN or infinite '
+                                  f'descriptors (frames {rows.count}..{last})')
+            rows.add(block)
             if progress:
                 progress(len(batch))
             batch.clear()
@@ -76,16 +110,13 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
         if len(batch) >= batch_size:
             flush()
     flush()
-    if not blocks:
+    if not rows.count:
         raise SourceError(f'source {source.path} yielded no frames')
-    descriptors = np.concatenate(blocks).astype(np.float32, copy=False)
-    if not np.all(np.isfinite(descriptors)):
-        raise SourceError(f'encoding {source.path} produced NaN or infinite descriptors')
     have = [p is not None for p in poses]
     if any(have) and not all(have):
         raise SourceError(f'{source.path}: only {sum(have)} of {len(have)} frames have poses')
     pose_array = np.stack(poses) if all(have) else None  # type: ignore[arg-type]
-    return EncodedRun(descriptors, np.asarray(stamps, np.int64), pose_array,
+    return EncodedRun(rows.result(), np.asarray(stamps, np.int64), pose_array,
                       np.asarray(segments, np.int64), tuple(names))
 
 
@@ -117,29 +148,37 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
     check_length(len(source), cfg.sequence.length, f'reference run {source_path}')
     if on_start:
         on_start(len(source))
-    run = encode_run(source, encoder, cfg.encoder.batch_size, progress)
+    run = encode_run(source, encoder, cfg.encoder.batch_size, progress, cfg.map.dtype)
     check_length(len(run), cfg.sequence.length, f'reference run {source_path}')
-    seq = None
     extra: dict[str, Any] = {}
-    if cfg.matching.method == 'seqgem':
-        p = encoder.seqgem_p if encoder.seqgem_p is not None else cfg.matching.seqgem_p
-        seq, _ = sequence_descriptors(run.descriptors, cfg.sequence.length, p, run.segments,
-                                      'trailing')
-        extra['sequence_descriptors'] = {'length': cfg.sequence.length, 'p': float(p),
-                                         'window': 'trailing'}
+    method = build_method(cfg, encoder.seqgem_p)
+    pre = method.precompute(run)
+    if pre is not None:
+        extra['sequence_descriptors'] = pre.info
+    index = index_rows = None
+    if cfg.matching.index.kind != 'exact':
+        from vpr_seq_ros.matching.methods.approximate import build_index
+
+        started = time.perf_counter()
+        ann, extra['index'] = build_index(method, run, cfg.matching.index, pre)
+        extra['index']['train_seconds'] = round(time.perf_counter() - started, 3)
+        index, index_rows = ann.to_bytes(), ann.rows
     origin = getattr(source, 'geo_origin', None)
-    if origin is not None:
-        extra['geo_origin'] = [float(v) for v in origin]
+    dropped = source.dropped()
+    if dropped:
+        log.info('%s: frames left out of the map: %s', source_path, source.dropped_line())
     manifest = make_manifest(encoder.settings(), cfg.sequence.length, str(source_path),
                              cfg.map.dtype, len(run), run.descriptors.shape[1],
-                             config=_stored_config(cfg), **extra)
-    return save_map(ReferenceMap(run, manifest, seq), out)
+                             config=_stored_config(cfg),
+                             geo_origin=tuple(float(v) for v in origin) if origin else None,
+                             dropped_frames=dropped, **extra)
+    return save_map(ReferenceMap(run, manifest, None if pre is None else pre.descriptors,
+                                 None, index, index_rows), out)
 
 
 def map_geo_origin(refmap: ReferenceMap) -> tuple[float, float, float] | None:
     """The geodetic origin ``(lat, lon, alt)`` a GPS map's metres are expressed about."""
-    origin = refmap.manifest.get('geo_origin')
-    return tuple(float(v) for v in origin) if origin else None  # type: ignore[return-value]
+    return refmap.manifest.geo_origin
 
 
 STORED_PATH_KEYS = ('encoder.weights', 'encoder.transform.weights')
@@ -162,9 +201,8 @@ def map_config(refmap: ReferenceMap) -> dict[str, Any]:
     """The configuration a map was built with (a nested dict), as the base layer of the
     node, ``evaluate`` and ``replay``. Relative file paths of older maps are taken relative
     to the map's folder when the file is there."""
-    stored = refmap.manifest.get('config')
-    data = json.loads(json.dumps(stored)) if isinstance(stored, dict) else {}
-    folder = Path(str(refmap.manifest.get('path', '.'))).parent
+    data = json.loads(json.dumps(refmap.manifest.config))
+    folder = refmap.path.parent if refmap.path is not None else Path('.')
     for key in STORED_PATH_KEYS:
         section = data
         *parents, leaf = key.split('.')
@@ -174,6 +212,7 @@ def map_config(refmap: ReferenceMap) -> dict[str, Any]:
         if value and not Path(value).is_absolute() and (folder / value).exists():
             section[leaf] = str(folder / value)
     data.get('source', {}).pop('poses', None)  # the map's own frame table, never a query's
+    data.pop('evaluation', None)  # ground truth is a property of the query, not of the map
     return data
 
 
@@ -203,8 +242,8 @@ def resolve_for_map(refmap: ReferenceMap | None, preset: str | None = None,
 
 def manifest_digest(refmap: ReferenceMap) -> str:
     """SHA-256 of a map's manifest (what made it), for reports."""
-    manifest = {k: v for k, v in refmap.manifest.items() if k != 'path'}
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(refmap.manifest.to_dict(), sort_keys=True).encode()
+                          ).hexdigest()
 
 
 def bag_topic_types(path: str | Path) -> dict[str, str] | None:
@@ -221,16 +260,18 @@ def bag_topic_types(path: str | Path) -> dict[str, str] | None:
         reader.close()
 
 
-def open_query_source(path: str | Path, cfg: Config, refmap: ReferenceMap | None,
-                      inherited: Collection[str] = ()) -> tuple[FrameSource, list[str]]:
-    """Open a query run against a map; settings inherited from the map apply only where the
-    query has them.
+def query_source_config(path: str | Path, cfg: Config, refmap: ReferenceMap | None,
+                        inherited: Collection[str] = ()
+                        ) -> tuple[SourceConfig, tuple[float, float, float] | None, list[str]]:
+    """How to read a query run against a map; settings inherited from the map apply only
+    where the query has them.
 
     A pose topic (and keyframe spacing) that only the map's configuration names is dropped
     when the query bag lacks it; the map's geodetic origin applies only to a NavSatFix query.
 
     Returns:
-        The source and notes on what was not applied (for the user).
+        The source settings, the geodetic origin to use (or None), and notes on what was not
+        applied (for the user).
     """
     from vpr_seq_ros.sources.bag import NAVSATFIX
 
@@ -239,20 +280,29 @@ def open_query_source(path: str | Path, cfg: Config, refmap: ReferenceMap | None
     origin = map_geo_origin(refmap) if refmap is not None else None
     topics = bag_topic_types(path)
     if topics is None:
+        return source_cfg, None, notes
+    pose_topic = source_cfg.pose_topic
+    if pose_topic and pose_topic not in topics and 'source.pose_topic' in inherited:
+        notes.append(f"the map's pose topic {pose_topic} is not in the query bag: the query is "
+                     'read without poses')
+        source_cfg = dc_replace(source_cfg, pose_topic=None)
+        if source_cfg.keyframe_distance_m > 0 and 'source.keyframe_distance_m' in inherited:
+            notes.append(f"the map's keyframe spacing {source_cfg.keyframe_distance_m:g} m "
+                         'needs poses: every query frame is kept')
+            source_cfg = dc_replace(source_cfg, keyframe_distance_m=0.0)
+    if topics.get(source_cfg.pose_topic or '') != NAVSATFIX:
         origin = None
-    else:
-        pose_topic = source_cfg.pose_topic
-        if pose_topic and pose_topic not in topics and 'source.pose_topic' in inherited:
-            notes.append(f"the map's pose topic {pose_topic} is not in the query bag: the query "
-                         'is read without poses')
-            source_cfg = dc_replace(source_cfg, pose_topic=None)
-            if source_cfg.keyframe_distance_m > 0 and \
-                    'source.keyframe_distance_m' in inherited:
-                notes.append(f"the map's keyframe spacing {source_cfg.keyframe_distance_m} m "
-                             'needs poses: every query frame is kept')
-                source_cfg = dc_replace(source_cfg, keyframe_distance_m=0.0)
-        if topics.get(source_cfg.pose_topic or '') != NAVSATFIX:
-            origin = None
+    return source_cfg, origin, notes
+
+
+def open_query_source(path: str | Path, cfg: Config, refmap: ReferenceMap | None,
+                      inherited: Collection[str] = ()) -> tuple[FrameSource, list[str]]:
+    """Open a query run against a map (see :func:`query_source_config`).
+
+    Returns:
+        The source and notes on inherited settings that were not applied.
+    """
+    source_cfg, origin, notes = query_source_config(path, cfg, refmap, inherited)
     return open_source(path, source_cfg, origin), notes
 
 
@@ -265,6 +315,8 @@ class Evaluation:
     positives: list[np.ndarray]
     query: EncodedRun
     report: dict[str, Any]
+    dropped: dict[str, int] = field(default_factory=dict)
+    dropped_line: str = 'none'
 
 
 def evaluation_k(cfg: Config) -> int:
@@ -277,7 +329,9 @@ def ground_truth_text(cfg: Config, origin: str = 'default') -> str:
     ev = cfg.evaluation
     text = (f'same-index +-{ev.tolerance_frames} frames' if ev.gt == 'same-index'
             else f'radius {ev.radius_m:g} m')
-    return f'ground truth: {text} ({"the default" if origin == "default" else origin})'
+    hint = '; set --gt, --tolerance-frames or --radius-m' if origin == 'default' else ''
+    where = 'the defaults' if origin == 'default' else origin
+    return f'ground truth: {text} (from {where}{hint})'
 
 
 def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
@@ -291,23 +345,55 @@ def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
     """
     if keep_matrix is None:
         keep_matrix = len(refmap) * len(query) <= MAX_PLOT_MATRIX
-    k = evaluation_k(cfg)
-    wide = cfg if k == cfg.matching.top_k else \
-        config_replace(cfg, **{'matching.top_k': k})
+    method = build_method(cfg, seqgem_p)
     started = time.perf_counter()
-    output = match_runs(refmap.run, query, wide, seqgem_p, keep_matrix)
+    if cfg.matching.index.kind == 'exact':
+        output = method.match(refmap.run, query, evaluation_k(cfg), keep_matrix)
+    else:
+        output = _approximate_match(method, refmap, query, cfg)
     match_s = time.perf_counter() - started
     positives = ground_truth(refmap.run, query, cfg.evaluation, output.ref_valid)
     metrics = compute_metrics(output.matches, positives, cfg.evaluation.recall_at)
     report = report_dict(
         metrics, method=cfg.matching.method,
-        seq_len=1 if cfg.matching.method == 'single' else cfg.sequence.length,
+        seq_len=method.window_length,
         window=cfg.sequence.window, ground_truth=ground_truth_dict(cfg),
         top_k=cfg.matching.top_k, config=to_dict(cfg), version=__version__,
         map_manifest_sha256=manifest_digest(refmap),
         num_reference_frames=len(refmap), match_seconds=round(match_s, 4),
         **(context or {}))
     return Evaluation(metrics, output, positives, query, report)
+
+
+def _approximate_match(method: SequenceMethod, refmap: ReferenceMap, query: EncodedRun,
+                       cfg: Config) -> MatchOutput:
+    """Batch matching through the map's approximate index: each query's trailing window goes
+    through the streaming matcher the node uses, so evaluate and the node agree; memory is
+    one map-sized vector, never an ``N x M`` matrix."""
+    from vpr_seq_ros.matching.methods.approximate import approximate_stream, load_index
+    from vpr_seq_ros.runtime.store import FixedStore
+
+    if cfg.sequence.window != 'trailing':
+        raise ConfigError('approximate search matches trailing windows (what a robot sees): '
+                          'set sequence.window = trailing, or matching.index.kind = exact')
+    k = evaluation_k(cfg)
+    store = FixedStore(refmap)
+    stream = approximate_stream(method, store, load_index(refmap, method, cfg.matching.index),
+                                cfg.matching.index, k)
+    m = len(query)
+    ref_idx = np.full((m, k), -1, np.int64)
+    dist = np.full((m, k), np.inf)
+    valid = np.zeros(m, bool)
+    for j in range(m):
+        column = stream.push(query.descriptors[j], int(query.segments[j]))
+        if column is None:
+            continue
+        found = np.flatnonzero(np.isfinite(column))
+        order = found[np.argsort(column[found], kind='stable')][:k]
+        ref_idx[j, :len(order)], dist[j, :len(order)] = order, column[order]
+        valid[j] = True
+    ref_valid = window_starts(refmap.run.segments, method.window_length, 'trailing')[1]
+    return MatchOutput(Matches(ref_idx, dist, valid), ref_valid, None)
 
 
 def ground_truth_dict(cfg: Config) -> dict[str, Any]:
@@ -342,7 +428,7 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
     """
     if not isinstance(refmap, ReferenceMap):
         refmap = load_map(refmap)
-    map_path = refmap.manifest.get('path', '')
+    map_path = refmap.path or ''
     encoder = build_encoder(cfg.encoder)
     refmap.check_query(encoder.settings())
     source, source_notes = open_query_source(query_path, cfg, refmap, inherited)
@@ -354,12 +440,14 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
     started = time.perf_counter()
     query = encode_run(source, encoder, cfg.encoder.batch_size, progress)
     encode_s = time.perf_counter() - started
-    return evaluate_encoded(
+    dropped = source.dropped()  # after reading: some frames are found bad only when decoded
+    result = evaluate_encoded(
         refmap, query, cfg, encoder.seqgem_p,
         context={'map': str(map_path), 'query': str(query_path),
-                 'encoder': encoder.settings(),
+                 'encoder': encoder.settings(), 'query_frames_dropped': dropped,
                  'encode_ms_per_frame': round(1000 * encode_s / max(len(query), 1), 3)})
+    return dc_replace(result, dropped=dropped, dropped_line=source.dropped_line())
 
 
 __all__ = ['build_map', 'encode_run', 'evaluate', 'evaluate_encoded', 'evaluation_k', 'Evaluation',
-           'map_config', 'open_query_source', 'resolve_for_map']
+           'map_config', 'open_query_source', 'query_source_config', 'resolve_for_map']

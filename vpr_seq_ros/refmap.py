@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import logging
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +29,88 @@ MAP_FORMAT = 'vpr_seq_ros.map'
 MAP_FORMAT_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """What made a map, stored in it.
+
+    Attributes:
+        encoder: settings of the encoder that made the frame descriptors.
+        sequence_length: L the map was built for.
+        source: the mapping run it was built from.
+        dtype: storage type of the descriptors (``float32`` or ``float16``).
+        num_frames: frames in the map.
+        descriptor_dim: D.
+        created_utc: creation time, ISO 8601.
+        config: the whole configuration the map was built with (nested dict).
+        geo_origin: ``(lat, lon, alt)`` about which GPS poses are metres, for GPS runs.
+        extra: entries owned by other stages (e.g. ``sequence_descriptors``: how the stored
+            sequence descriptors were made; ``dropped_frames``), read with :meth:`get`.
+        format: :data:`MAP_FORMAT`.
+        format_version: :data:`MAP_FORMAT_VERSION`.
+    """
+
+    encoder: dict[str, Any]
+    sequence_length: int
+    source: str
+    dtype: str
+    num_frames: int
+    descriptor_dim: int
+    created_utc: str = ''
+    config: dict[str, Any] = field(default_factory=dict)
+    geo_origin: tuple[float, float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: str = MAP_FORMAT
+    format_version: int = MAP_FORMAT_VERSION
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """An entry of :attr:`extra` (a stage's own bookkeeping)."""
+        return self.extra.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the map file."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'extra'}
+        out['geo_origin'] = list(self.geo_origin) if self.geo_origin else None
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Parse the stored JSON form; unknown entries go to :attr:`extra`.
+
+        Raises:
+            KeyError, TypeError, ValueError: a required entry is missing or malformed.
+        """
+        known = {f.name for f in fields(cls)} - {'extra'}
+        values = {k: v for k, v in data.items() if k in known}
+        origin = values.get('geo_origin')
+        values['geo_origin'] = tuple(float(v) for v in origin) if origin else None
+        for key in ('sequence_length', 'num_frames', 'descriptor_dim', 'format_version'):
+            values[key] = int(values[key])
+        if not isinstance(values['encoder'], dict):
+            raise TypeError('encoder settings must be a mapping')
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+
 @dataclass(frozen=True, eq=False)
 class ReferenceMap:
     """A reference map.
 
     Attributes:
         run: the reference run's frame descriptors, stamps, poses and segments.
-        manifest: format, encoder settings, sequence length, creation time, source, ...
+        manifest: what made it.
         sequence_descriptors: ``(N, D)`` SeqGeM descriptors of trailing windows (rows without a
             full window are zeros), stored when the map was built for ``seqgem``.
+        path: the file it was read from (None for a map not read from a file).
+        index: an approximate-search index trained by ``build-map``, serialised by faiss
+            (``uint8``); its parameters are the manifest's ``index`` entry.
+        index_rows: ``(R,)`` the rows the index holds, in its order.
     """
 
     run: EncodedRun
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest
     sequence_descriptors: np.ndarray | None = None
+    path: Path | None = None
+    index: np.ndarray | None = None
+    index_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.run)
@@ -50,7 +118,7 @@ class ReferenceMap:
     @property
     def encoder_settings(self) -> dict[str, Any]:
         """Settings of the encoder that made the frame descriptors."""
-        return dict(self.manifest.get('encoder', {}))
+        return dict(self.manifest.encoder)
 
     def check_query(self, encoder_settings: dict[str, Any]) -> None:
         """Refuse a query whose encoder settings differ from the map's.
@@ -92,20 +160,16 @@ def _normalise(value: Any) -> Any:
 
 
 def make_manifest(encoder_settings: dict[str, Any], sequence_length: int, source: str,
-                  dtype: str, num_frames: int, dim: int, **extra: Any) -> dict[str, Any]:
-    """The manifest of a new map."""
-    return {
-        'format': MAP_FORMAT,
-        'format_version': MAP_FORMAT_VERSION,
-        'encoder': encoder_settings,
-        'sequence_length': int(sequence_length),
-        'created_utc': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
-        'source': source,
-        'dtype': dtype,
-        'num_frames': int(num_frames),
-        'descriptor_dim': int(dim),
-        **extra,
-    }
+                  dtype: str, num_frames: int, dim: int,
+                  config: dict[str, Any] | None = None,
+                  geo_origin: tuple[float, float, float] | None = None,
+                  **extra: Any) -> Manifest:
+    """The manifest of a new map (``extra``: entries owned by other stages)."""
+    return Manifest(encoder_settings, int(sequence_length), source, dtype, int(num_frames),
+                    int(dim),
+                    _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
+                    dict(config or {}), tuple(geo_origin) if geo_origin else None,  # type: ignore[arg-type]
+                    dict(extra))
 
 
 def map_output_path(path: str | Path) -> Path:
@@ -139,9 +203,10 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
     """
     path = map_output_path(path)
     run = refmap.run
-    dtype = np.float16 if refmap.manifest.get('dtype') == 'float16' else np.float32
+    dtype = np.float16 if refmap.manifest.dtype == 'float16' else np.float32
     arrays: dict[str, np.ndarray] = {
-        'manifest': np.frombuffer(json.dumps(refmap.manifest).encode(), dtype=np.uint8),
+        'manifest': np.frombuffer(json.dumps(refmap.manifest.to_dict()).encode(),
+                                  dtype=np.uint8),
         'descriptors': np.asarray(run.descriptors, dtype=dtype),
         'stamps_ns': np.asarray(run.stamps_ns, dtype=np.int64),
         'segments': np.asarray(run.segments, dtype=np.int64),
@@ -151,6 +216,9 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
         arrays['poses'] = np.asarray(run.poses, dtype=np.float64)
     if refmap.sequence_descriptors is not None:
         arrays['sequence_descriptors'] = np.asarray(refmap.sequence_descriptors, dtype=dtype)
+    if refmap.index is not None and refmap.index_rows is not None:
+        arrays['index'] = np.asarray(refmap.index, dtype=np.uint8)
+        arrays['index_rows'] = np.asarray(refmap.index_rows, dtype=np.int64)
     try:
         atomic_write(path, lambda handle: np.savez(handle, **arrays))
     except VprSeqError as err:
@@ -159,44 +227,104 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
     return path
 
 
-def load_map(path: str | Path) -> ReferenceMap:
-    """Read a map written by :func:`save_map`.
+def _npz_members(path: Path) -> dict[str, Any]:
+    """Every array of an ``.npz``: uncompressed members memory-mapped in place (read-only, so
+    nothing is read until it is touched), compressed ones read.
+
+    ``np.savez`` stores members uncompressed, each an ``.npy`` file inside the zip; the data of
+    such a member is a contiguous byte range of the file, which ``np.memmap`` maps.
+    """
+    out: dict[str, Any] = {}
+    with zipfile.ZipFile(path) as archive, open(path, 'rb') as raw:
+        for info in archive.infolist():
+            name = info.filename[:-4] if info.filename.endswith('.npy') else info.filename
+            if info.compress_type != zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            if local[:4] != b'PK\x03\x04':
+                raise ValueError(f'bad zip member header for {info.filename}')
+            name_len = int.from_bytes(local[26:28], 'little')
+            extra_len = int.from_bytes(local[28:30], 'little')
+            raw.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(raw)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(raw)
+            if dtype.hasobject:
+                raise ValueError(f'{info.filename} holds Python objects')
+            offset = raw.tell()
+            count = int(np.prod(shape)) if shape else 1
+            if count == 0 or dtype.itemsize == 0:
+                out[name] = np.zeros(shape, dtype)
+                continue
+            if offset + count * dtype.itemsize > info.header_offset + 30 + name_len + \
+                    extra_len + info.file_size:
+                raise ValueError(f'{info.filename} is truncated')
+            out[name] = np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=shape,
+                                  order='F' if fortran else 'C')
+    return out
+
+
+def load_map(path: str | Path, keep_float16: bool = False) -> ReferenceMap:
+    """Read a map written by :func:`save_map`, without reading its descriptors.
+
+    The descriptors (and any stored sequence descriptors) are memory-mapped read-only: start-up
+    time does not depend on the map's size, memory grows only with what is touched, and the
+    map file is never opened for writing. A ``float16`` map is converted to ``float32`` in
+    memory unless ``keep_float16`` (for matchers that read float16 in blocks).
 
     Raises:
         MapError: missing or corrupt file, or another format or format version.
     """
     path = resolve_map_path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        arrays = _npz_members(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise MapError(f'map file {path} is corrupt or not a map ({type(err).__name__}: '
-                       f'{str(err)[:120]}); it may be cut short (a copy that did not finish): '
-                       f'restore it, or rebuild it with `vpr-seq build-map`') from err
+        raise MapError(f'map file {path} is corrupt or not a map: {err}; rebuild it with '
+                       '`vpr-seq build-map`') from err
     try:
-        manifest = json.loads(arrays['manifest'].tobytes().decode())
+        stored = json.loads(np.asarray(arrays['manifest']).tobytes().decode())
     except (KeyError, ValueError, UnicodeDecodeError) as err:
         raise MapError(f'map file {path} has no readable manifest: it is not a vpr_seq_ros map '
-                       f'(or a damaged one); rebuild it with `vpr-seq build-map`') from err
-    if manifest.get('format') != MAP_FORMAT:
-        raise MapError(f'{path} is not a vpr_seq_ros map (format {manifest.get("format")!r})')
-    version = manifest.get('format_version')
+                       '(or a damaged one); rebuild it with `vpr-seq build-map`') from err
+    if not isinstance(stored, dict) or stored.get('format') != MAP_FORMAT:
+        found = stored.get('format') if isinstance(stored, dict) else None
+        raise MapError(f'{path} is not a vpr_seq_ros map (format {found!r})')
+    version = stored.get('format_version')
     if version != MAP_FORMAT_VERSION:
         raise MapError(f'map {path} has format version {version}; this vpr_seq_ros reads '
                        f'version {MAP_FORMAT_VERSION}. Rebuild the map with `vpr-seq build-map`.')
+    try:
+        manifest = Manifest.from_dict(stored)
+    except (KeyError, TypeError, ValueError) as err:
+        raise MapError(f'map file {path} has a malformed manifest ({err!r}); rebuild it with '
+                       '`vpr-seq build-map`') from err
     required = ('descriptors', 'stamps_ns', 'segments')
     missing = [k for k in required if k not in arrays]
     if missing:
         raise MapError(f'map file {path} lacks {", ".join(missing)}')
-    descriptors = arrays['descriptors'].astype(np.float32)
+
+    def floats(array: np.ndarray) -> np.ndarray:
+        if array.dtype == np.float32 or (keep_float16 and array.dtype == np.float16):
+            return array
+        return np.asarray(array, dtype=np.float32)
+
+    descriptors = floats(arrays['descriptors'])
+    if descriptors.ndim != 2:
+        raise MapError(f'map file {path} is inconsistent: descriptors are not a 2-D array')
     n = descriptors.shape[0]
     poses = arrays.get('poses')
+    poses = None if poses is None else np.array(poses, dtype=np.float64)
     names = tuple(str(x) for x in arrays['names']) if 'names' in arrays else ()
     if len(arrays['stamps_ns']) != n or len(arrays['segments']) != n or \
             (poses is not None and len(poses) != n) or (names and len(names) != n):
         raise MapError(f'map file {path} is inconsistent: arrays of different lengths')
     seq = arrays.get('sequence_descriptors')
-    run = EncodedRun(descriptors, arrays['stamps_ns'].astype(np.int64), poses,
-                     arrays['segments'].astype(np.int64), names)
-    manifest['path'] = str(path)
-    return ReferenceMap(run, manifest, None if seq is None else seq.astype(np.float32))
+    run = EncodedRun(descriptors, np.array(arrays['stamps_ns'], dtype=np.int64), poses,
+                     np.array(arrays['segments'], dtype=np.int64), names)
+    index, index_rows = arrays.get('index'), arrays.get('index_rows')
+    return ReferenceMap(run, manifest, None if seq is None else floats(seq), path, index,
+                        None if index_rows is None else np.array(index_rows, np.int64))

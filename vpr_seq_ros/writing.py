@@ -121,4 +121,55 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-__all__ = ['atomic_write', 'remove_stale_temporaries']
+
+class OutputFolder:
+    """A folder of outputs written as a whole: into a temporary folder beside it, renamed into
+    place when the ``with`` block ends without error. A failed or interrupted run leaves no
+    partial folder at ``path`` (only a hidden ``.NAME.partial-*`` folder after a hard kill,
+    which never blocks a rerun).
+
+    Args:
+        path: the output folder.
+        overwrite: replace an existing ``path``; otherwise it is refused at construction,
+            before any work.
+
+    Raises:
+        VprSeqError: ``path`` exists and ``overwrite`` is false, or cannot be written.
+    """
+
+    def __init__(self, path: Path, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        if self.path.exists() and not overwrite:
+            raise VprSeqError(f'{self.path} already exists; give --overwrite to replace it, or '
+                              'choose another output folder')
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        parent = self.path.parent if str(self.path.parent) else Path('.')
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.partial-',
+                                              dir=parent))
+            os.chmod(self._tmp, 0o777 & ~_umask())
+        except OSError as err:
+            raise VprSeqError(f'cannot write {self.path}: {err}') from err
+        return self._tmp
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        import shutil
+
+        assert self._tmp is not None
+        if exc_type is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            return
+        old = None
+        if self.path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.old-', dir=self._tmp.parent))
+            os.replace(self.path, old / self.path.name)
+        os.replace(self._tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ['OutputFolder', 'atomic_write', 'remove_stale_temporaries']

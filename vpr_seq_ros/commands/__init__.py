@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     'export_onnx',
     'demo',
     'images_to_bag',
+    'inspect',
     'replay',
     'train',
 )

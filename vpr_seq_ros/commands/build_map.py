@@ -36,5 +36,16 @@ def run(args: argparse.Namespace) -> int:
     with LazyProgress('encoding', not args.no_progress) as bar:
         path = build_map(args.source, cfg, args.output, progress=bar.update,
                          on_start=bar.start, overwrite=args.overwrite)
-    print(f'map written: {path} (encoder {cfg.encoder.name}, L={cfg.sequence.length})')
+    from vpr_seq_ros.refmap import load_map
+
+    manifest = load_map(path).manifest
+    print(f'map written: {path} ({manifest.num_frames} frames, encoder {cfg.encoder.name}, '
+          f'L={cfg.sequence.length})')
+    dropped = manifest.get('dropped_frames') or {}
+    if dropped:
+        from vpr_seq_ros.sources.base import format_dropped
+
+        print('frames left out: ' + format_dropped(
+            dropped, pose_topic=cfg.source.pose_topic,
+            keyframe_distance_m=cfg.source.keyframe_distance_m))
     return 0

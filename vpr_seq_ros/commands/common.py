@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from vpr_seq_ros.config import (DEVICES, DISTANCES, ENCODERS, GROUND_TRUTHS, MAP_DTYPES, METHODS,
-                                NODE_MODES, RUNTIMES, TRANSFORMS, WINDOWS, Config,
+from vpr_seq_ros.config import (DEVICES, DISTANCES, ENCODERS, GROUND_TRUTHS, INDEX_KINDS,
+                                MAP_DTYPES, METHODS,
+                                NODE_MODES, RUNTIMES, TRANSFORMS, VELOCITY_KERNELS, WINDOWS,
+                                Config,
                                 ResolvedConfig, available_presets, field_default, field_type,
                                 resolve_config)
 from vpr_seq_ros.errors import ConfigError
@@ -42,6 +44,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'map.dtype': MAP_DTYPES,
     'evaluation.gt': GROUND_TRUTHS,
     'node.mode': NODE_MODES,
+    'matching.index.kind': INDEX_KINDS,
+    'matching.velocity_kernel': VELOCITY_KERNELS,
 }
 """The closed sets of the schema, offered as ``choices``."""
 
@@ -86,8 +90,18 @@ FLAGS: dict[str, Flag] = {
                      '(SeqMatchNet) or sad (sum of absolute differences, SeqSLAM)'),
     'slopes': Flag('matching.slopes', 'velocity search: reference frames per query frame, '
                    'e.g. 0.8 1 1.25 (trailing windows only)', 'V'),
+    'velocity-kernel': Flag('matching.velocity_kernel', 'velocity search kernels: rounded '
+                            '(nearest reference frame) or interpolated'),
+    'slope-penalty': Flag('matching.slope_penalty', 'velocity search: constant-speed prior in '
+                          'standard deviations per unit |ln slope| (0: none)', 'S'),
     'seqgem-p': Flag('matching.seqgem_p', 'SeqGeM exponent when the model has no learnt one',
                      'P'),
+    'index': Flag('matching.index.kind', 'nearest-neighbour search over the map: exact, or an '
+                  'approximate faiss index trained by build-map and stored in the map (for '
+                  'large maps)'),
+    'nprobe': Flag('matching.index.nprobe', 'IVF cells visited per search', 'N'),
+    'candidates': Flag('matching.index.candidates', 'approximate seqmatch: nearest reference '
+                       'frames asked of the index per query frame', 'C'),
     'map-dtype': Flag('map.dtype', 'storage type of the map descriptors (float16 halves the '
                       'size)'),
     # ground truth and metrics
@@ -120,6 +134,15 @@ FLAGS: dict[str, Flag] = {
                              'N'),
     'max-distance': Flag('node.loop_closure.max_distance', 'slam: reject loop closures '
                          'farther than D (sequence distance; 0: no threshold)', 'D'),
+    'verify': Flag('node.verification.enabled', 'slam: publish only loop closures that pass '
+                   'geometric verification (local features, RANSAC); needs images'),
+    'min-inliers': Flag('node.verification.min_inliers', 'slam: RANSAC inliers needed to '
+                        'accept a loop closure', 'N'),
+    'calibration': Flag('node.calibration', 'a calibration file (from --fit-calibration): '
+                        'matches get a confidence, and the report the calibration error on '
+                        'this run', 'FILE'),
+    'min-confidence': Flag('node.loop_closure.min_confidence', 'slam: candidates need this '
+                           'calibrated probability of being right (needs --calibration)', 'P'),
     'min-score': Flag('node.loop_closure.min_score', 'slam: candidates must lie S standard '
                       'deviations below the mean distance (0 disables)', 'S'),
 }
@@ -204,12 +227,13 @@ SOURCE_HELP = ('a run: an image folder (frames sorted by file name; optional fra
 SOURCE_FLAGS = ('rate-hz', 'poses', 'image-topic', 'pose-topic', 'keyframe-distance-m')
 ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'batch-size',
                  'transform', 'transform-weights')
-MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k')
-SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'seqgem-p')
-GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at')
+MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k', 'index', 'nprobe', 'candidates')
+SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'velocity-kernel', 'slope-penalty',
+                  'seqgem-p')
+GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at', 'calibration')
 NODE_FLAGS = ('keyframe-min-distance-m', 'keyframe-min-interval-s', 'max-pose-distance',
               'exclude-recent-s', 'exclude-recent-m', 'min-streak', 'streak-tolerance',
-              'max-distance', 'min-score')
+              'max-distance', 'min-score', 'min-confidence', 'verify', 'min-inliers')
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -242,6 +266,24 @@ def config_from_args(args: argparse.Namespace, extra: Mapping[str, Any] | None =
     return resolve_from_args(args, extra, base).config
 
 
+def add_fit_calibration_option(parser: argparse.ArgumentParser) -> None:
+    """--fit-calibration: fit the score-to-probability map on this (validation) run."""
+    parser.add_argument('--fit-calibration', metavar='OUT.json',
+                        help='fit, on this run, a monotone map from the top-1 distance to the '
+                        'probability that the match is right (isotonic regression), and write '
+                        'it for node.calibration / --calibration on other runs')
+
+
+def fit_and_write_calibration(distances: Any, correct: Any, path: str | Path) -> str:
+    """Fit an isotonic distance calibration and write it; returns a line for the user."""
+    from vpr_seq_ros.calibration import fit_calibration, save_calibration
+
+    calibration = fit_calibration(distances, correct, feature='distance')
+    written = save_calibration(calibration, path)
+    return (f'calibration: {written} (fitted on {calibration.num_samples} matches, '
+            f'{calibration.accuracy:.3f} of them right)')
+
+
 def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     """--overwrite: replace existing outputs (otherwise they are refused before any work)."""
     parser.add_argument('--overwrite', action='store_true',
@@ -271,23 +313,15 @@ def check_output(path: str | Path | None, overwrite: bool, what: str = 'output')
     return path
 
 
-def check_plot_path(path: str | Path, overwrite: bool) -> Path:
-    """A plot file checked before any work: a format matplotlib writes (``.png`` appended when
-    there is no suffix), a writable folder, not an existing file unless ``overwrite``.
+def check_plot_output(path: str | Path | None, overwrite: bool) -> Path | None:
+    """A plot path checked before any work (:func:`vpr_seq_ros.plots.check_plot_path`: a
+    format matplotlib writes, ``.png`` appended without a suffix), and not an existing file
+    unless ``overwrite``."""
+    if path is None:
+        return None
+    from vpr_seq_ros.plots import check_plot_path
 
-    Raises:
-        ConfigError: an unknown format, or the checks of :func:`check_output`.
-    """
-    path = Path(path)
-    if not path.suffix:
-        path = path.with_name(path.name + '.png')
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if path.suffix[1:].lower() not in formats:
-        raise ConfigError(f'cannot write a plot as {path.suffix}: use one of '
-                          f'{", ".join("." + f for f in sorted(formats))}')
-    return check_output(path, overwrite, 'plot')  # type: ignore[return-value]
+    return check_output(check_plot_path(path), overwrite, 'plot')
 
 
 def make_progress(total: int, desc: str, enabled: bool = True) -> Any:

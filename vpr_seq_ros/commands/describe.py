@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from vpr_seq_ros.encoders import build_encoder
-    from vpr_seq_ros.matching.seqgem import sequence_descriptors
+    from vpr_seq_ros.matching.methods import sequence_descriptors_of
     from vpr_seq_ros.pipeline import encode_run
     from vpr_seq_ros.sources import open_source
     from vpr_seq_ros.writing import atomic_write
@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
               'names': np.asarray(run_.names, dtype=np.str_),
               'encoder': np.frombuffer(json.dumps(encoder.settings()).encode(), np.uint8)}
     length = cfg.sequence.length
-    if encoder.seqgem_p is not None or cfg.matching.method == 'seqgem':
-        p = encoder.seqgem_p if encoder.seqgem_p is not None else cfg.matching.seqgem_p
-        seq, valid = sequence_descriptors(run_.descriptors, length, p, run_.segments, 'trailing')
-        last = np.flatnonzero(valid)
-        arrays['sequence_descriptors'] = seq[last]
+    pre = sequence_descriptors_of(cfg, encoder.seqgem_p, run_)
+    if pre is not None:
+        last = np.flatnonzero(pre.valid)
+        arrays['sequence_descriptors'] = pre.descriptors[last]
         arrays['sequence_first_frame'] = last - (length - 1)
-        arrays['seqgem_p'] = np.float32(p)
+        if 'p' in pre.info:
+            arrays['seqgem_p'] = np.float32(pre.info['p'])
     out = atomic_write(Path(args.output), lambda handle: np.savez(handle, **arrays))
     summary = f'{out}: {run_.descriptors.shape[0]} frames x {run_.descriptors.shape[1]}'
     if 'sequence_descriptors' in arrays:

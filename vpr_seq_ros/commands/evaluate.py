@@ -6,8 +6,10 @@ import argparse
 
 from vpr_seq_ros.commands.common import (ENCODER_FLAGS, GT_FLAGS, MATCHING_FLAGS, SEQMATCH_FLAGS,
                                          SOURCE_FLAGS, SOURCE_HELP, LazyProgress,
-                                         add_config_options, add_flags, add_overwrite_option,
-                                         check_output, check_plot_path, overrides_from_args)
+                                         add_config_options, add_fit_calibration_option,
+                                         add_flags, add_overwrite_option,
+                                         fit_and_write_calibration,
+                                         check_output, check_plot_output, overrides_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,17 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "map's manifest digest, the software version)")
     out.add_argument('--plot', metavar='OUT.png',
                      help='write a plot: precision-recall curve and distance matrix with matches '
-                     '(.png appended when there is no suffix)')
+                     '(.png appended when there is no suffix); with poses in map and query also '
+                     'NAME_trajectory.png: both paths and each match')
     out.add_argument('--save-predictions', metavar='OUT.csv',
                      help='write the top-K predictions: query index, reference indices, '
                      'distances')
+    add_fit_calibration_option(out)
     add_overwrite_option(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vpr_seq_ros.evaluation import plot_results, write_json, write_predictions
+    from vpr_seq_ros.evaluation import write_json, write_predictions
+    from vpr_seq_ros.plots import plot_evaluation, plot_trajectory
     from vpr_seq_ros.pipeline import evaluate, ground_truth_text, resolve_for_map
     from vpr_seq_ros.refmap import load_map
 
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolved.config
     report_path = check_output(args.report, args.overwrite, 'report')
     predictions_path = check_output(args.save_predictions, args.overwrite, 'predictions file')
-    plot_path = check_plot_path(args.plot, args.overwrite) if args.plot else None
+    calibration_path = check_output(args.fit_calibration, args.overwrite, 'calibration')
+    plot_path = check_plot_output(args.plot, args.overwrite)
     print(ground_truth_text(cfg, resolved.origin_of('evaluation')))
     notes: list[str] = []
     with LazyProgress('encoding query', not args.no_progress) as bar:
@@ -61,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
                           inherited=resolved.from_map_only('source.'), notes=notes)
     for note in notes:
         print(f'note: {note}')
+    if result.dropped:
+        print(f'query frames left out: {result.dropped_line}')
     report = result.report
     m = result.metrics
     print(f'method {report["method"]}, L = {report["seq_len"]}, window {report["window"]}, '
@@ -69,6 +77,17 @@ def run(args: argparse.Namespace) -> int:
           f'{m.num_queries_without_positive} without a positive)')
     print('  '.join(f'R@{k} {v:.3f}' for k, v in m.recall_at.items()) +
           f'  AP {m.average_precision:.3f}')
+    counted = m.counted
+    top1 = result.output.matches.distances[counted, 0]
+    if cfg.node.calibration:
+        from vpr_seq_ros.calibration import calibration_report, load_calibration
+
+        report['calibration'] = calibration_report(load_calibration(cfg.node.calibration),
+                                                   top1, None, m.top1_correct[counted])
+        print(f'calibration {cfg.node.calibration}: expected calibration error '
+              f'{report["calibration"]["ece"]:.3f} on this run')
+    if calibration_path:
+        print(fit_and_write_calibration(top1, m.top1_correct[counted], calibration_path))
     if report_path:
         print(f'report: {write_json(report, report_path)}')
     if predictions_path:
@@ -76,8 +95,14 @@ def run(args: argparse.Namespace) -> int:
         print(f'predictions: {write_predictions(top, predictions_path)}')
     if plot_path:
         title = f'{report["method"]} L={report["seq_len"]}: {args.query}'
-        path = plot_results(plot_path, m, result.output.matches, result.output.matrix,
-                            result.positives, title)
+        path = plot_evaluation(plot_path, m, result.output.matches, result.output.matrix,
+                               result.positives, title)
         print(f'plot: {path}')
+        if refmap.run.poses is not None and result.query.poses is not None:
+            trajectory = plot_trajectory(
+                path.with_name(f'{path.stem}_trajectory{path.suffix}'), refmap.run.poses,
+                result.query.poses, result.output.matches.top(1), m, title=title,
+                ref_segments=refmap.run.segments, query_segments=result.query.segments)
+            print(f'trajectory plot: {trajectory}')
     return 0
 

@@ -1,50 +1,42 @@
-"""``vpr-seq replay``: a bag through the node's code path, in bag time, with evaluation."""
+"""``vpr-seq replay``: a run through the node's code path, in its own time, with evaluation."""
 
 from __future__ import annotations
 
 import argparse
 
-from vpr_seq_ros.commands.common import (add_config_options, add_encoder_options,
-                                         LazyProgress, add_matching_options, config_from_args)
+from vpr_seq_ros.commands.common import (ENCODER_FLAGS, GT_FLAGS, MATCHING_FLAGS, NODE_FLAGS,
+                                         SEQMATCH_FLAGS, SOURCE_HELP, LazyProgress,
+                                         add_config_options, add_fit_calibration_option,
+                                         add_flags, add_overwrite_option,
+                                         fit_and_write_calibration, overrides_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        'replay', help='replay a bag through the node core; report, plot and result bag',
-        description='Feed the image (and pose) messages of a bag through exactly the code the '
-        'ROS node runs (decoder, keyframe gating, node core, message builders), in bag time and '
-        'faster than real time. Writes OUT/report.json (Recall@K against the bag\'s poses in '
-        'localization mode, loop-closure precision in slam mode, latency), OUT/plot.png and '
-        'OUT/result_bag (MCAP) with the messages the node would publish, for Foxglove or RViz. '
-        'No ROS installation is needed.')
-    parser.add_argument('bag', metavar='BAG', help='ROS 1 .bag, ROS 2 bag folder, .db3 or .mcap')
+        'replay', help='replay a run through the node core; report, plot and result bag',
+        description='Feed a run through exactly the code the ROS node runs (decoder, keyframe '
+        'gating, node core, message builders), in the run\'s own time and faster than real '
+        'time. Writes OUT/report.json (Recall@K in localization mode, loop-closure precision in '
+        'slam mode, latency percentiles, peak memory, the resolved configuration), '
+        'OUT/plot.png, OUT/predictions.csv and OUT/result_bag (MCAP) with the messages the node '
+        'would publish, for Foxglove or RViz. OUT is written as a whole at the end: a failed '
+        'or interrupted replay leaves no OUT behind. No ROS installation is needed. --config '
+        'takes the node\'s own parameter file (e.g. config/localization.yaml), so thresholds '
+        'tuned here are exactly the node\'s.')
+    parser.add_argument('run', metavar='RUN', help='query ' + SOURCE_HELP[2:])
     parser.add_argument('--map', metavar='MAP',
-                        help='reference map (.npz); required in localization mode')
-    parser.add_argument('--image-topic', required=True, metavar='TOPIC',
-                        help='sensor_msgs/Image or CompressedImage topic')
-    parser.add_argument('--pose-topic', metavar='TOPIC',
-                        help='Odometry, PoseStamped, PoseWithCovarianceStamped or NavSatFix: '
-                        'keyframe gating and ground truth (NavSatFix in metres about the map\'s '
-                        'origin)')
-    parser.add_argument('--mode', choices=('localization', 'slam'), default=None,
-                        help='localization (default with --map) or slam (loop closures)')
+                        help='reference map (.npz); required unless --mode slam')
     parser.add_argument('--out', required=True, metavar='DIR', help='output folder')
-    parser.add_argument('--radius-m', type=float, metavar='R',
-                        help='ground-truth radius in metres (default 25)')
-    parser.add_argument('--keyframe-distance-m', type=float, metavar='M',
-                        help='keep a frame once the robot moved M metres (node.keyframe.'
-                        'min_distance_m)')
-    parser.add_argument('--keyframe-interval-s', type=float, metavar='S',
-                        help='without odometry: keep a frame every S seconds')
-    parser.add_argument('--exclude-recent-s', type=float, metavar='S',
-                        help='slam: never match keyframes of the last S seconds')
-    parser.add_argument('--min-streak', type=int, metavar='K',
-                        help='slam: publish after K consistent consecutive matches')
-    parser.add_argument('--max-distance', type=float, metavar='D',
-                        help='slam: reject loop closures farther than D (sequence distance)')
+    add_overwrite_option(parser)
     add_config_options(parser)
-    add_encoder_options(parser)
-    add_matching_options(parser)
+    add_flags(parser, ('image-topic', 'pose-topic', 'rate-hz', 'poses'), 'source (keyframes '
+              'are gated by the node: see the node flags)')
+    add_flags(parser, ENCODER_FLAGS, 'frame encoder')
+    add_flags(parser, MATCHING_FLAGS, 'matching')
+    add_flags(parser, SEQMATCH_FLAGS, 'sequence matching details')
+    add_flags(parser, GT_FLAGS, 'ground truth')
+    add_flags(parser, ('mode',) + NODE_FLAGS, 'the node (keyframes, localization, loop closure)')
+    add_fit_calibration_option(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
 
@@ -53,47 +45,88 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vpr_seq_ros.errors import ConfigError
-    from vpr_seq_ros.evaluation import plot_results, write_predictions
-    from vpr_seq_ros.pipeline import map_config
-    from vpr_seq_ros.refmap import load_map
-    from vpr_seq_ros.replay import replay, write_report
+    import numpy as np
 
-    mode = args.mode or ('localization' if args.map else 'slam')
-    if mode == 'localization' and not args.map:
-        raise ConfigError('localization mode needs --map (or use --mode slam)')
+    from vpr_seq_ros.evaluation import write_predictions
+    from vpr_seq_ros.plots import (closure_tuples, matrix_from_columns, plot_evaluation,
+                                   plot_slam, plot_trajectory)
+    from vpr_seq_ros.pipeline import ground_truth_text, resolve_for_map
+    from vpr_seq_ros.refmap import load_map
+    from vpr_seq_ros.replay import closures_of, replay, write_report
+    from vpr_seq_ros.writing import OutputFolder
+
+    if args.mode == 'slam' and args.map:
+        raise ConfigError('slam mode matches the run against its own past: leave out --map '
+                          '(or use --mode localization)')
     refmap = load_map(args.map) if args.map else None
-    cfg = config_from_args(args, {
-        'node.mode': mode,
-        'source.image_topic': args.image_topic,
-        'source.pose_topic': args.pose_topic,
-        'evaluation.radius_m': args.radius_m,
-        'node.keyframe.min_distance_m': args.keyframe_distance_m,
-        'node.keyframe.min_interval_s': args.keyframe_interval_s,
-        'node.loop_closure.exclude_recent_s': args.exclude_recent_s,
-        'node.loop_closure.min_streak': args.min_streak,
-        'node.loop_closure.max_distance': args.max_distance,
-    }, base=map_config(refmap) if refmap else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with LazyProgress('replaying', not args.no_progress) as bar:
-        result = replay(args.bag, cfg, refmap, out, progress=bar.update, on_start=bar.start)
-    report = result.report
-    print(f'{report["mode"]}: {report["keyframes"]} keyframes, latency p50 '
-          f'{report["latency_ms"]["p50"]:.1f} ms, p99 {report["latency_ms"]["p99"]:.1f} ms, '
-          f'{report["diagnostics"]["frames_dropped_malformed"]} malformed frames dropped')
-    if result.metrics is not None:
-        m = result.metrics
-        print('  '.join(f'R@{k} {v:.3f}' for k, v in m.recall_at.items()) +
-              f'  ({m.num_evaluated} of {m.num_queries} keyframes counted)')
-        plot = plot_results(out / 'plot.png', m, result.matches, None, result.positives,
-                            f'replay {args.bag}: {report["method"]} L={report["seq_len"]}')
-        print(f'plot: {plot}')
-        print(f'predictions: {write_predictions(result.matches, out / "predictions.csv")}')
-    if mode == 'slam':
-        precision = report.get('loop_closure_precision')
-        print(f'loop closures: {report["loop_closures"]}' +
-              (f', precision {precision:.3f} within {report["ground_truth"]["radius_m"]} m'
-               if precision is not None else ''))
-    print(f'report: {write_report(result, out)}')
-    print(f'result bag: {result.result_bag}')
+    resolved = resolve_for_map(refmap, args.preset, args.config, overrides_from_args(args))
+    cfg = resolved.config
+    if cfg.node.mode == 'localization' and refmap is None:
+        raise ConfigError('localization mode needs --map; for loop closures against the run '
+                          'itself give --mode slam')
+    out = OutputFolder(Path(args.out), args.overwrite)  # refuses an existing OUT up front
+    if cfg.node.mode == 'localization':
+        print(ground_truth_text(cfg, resolved.origin_of('evaluation')))
+        if cfg.source.keyframe_distance_m > 0 and cfg.node.keyframe.min_distance_m == 0:
+            print(f'note: the map keeps a frame every {cfg.source.keyframe_distance_m:g} m; the '
+                  'node keeps every frame (node.keyframe.min_distance_m 0): give '
+                  '--keyframe-min-distance-m to gate the query the same way')
+    with out as folder, LazyProgress('replaying', not args.no_progress) as bar:
+        result = replay(args.run, cfg, refmap, folder, progress=bar.update, on_start=bar.start,
+                        inherited=resolved.from_map_only('source.'))
+        report = result.report
+        for note in result.notes:
+            print(f'note: {note}')
+        print(f'{report["mode"]}: {report["keyframes"]} keyframes, latency p50 '
+              f'{report["latency_ms"]["p50"]:.1f} ms, p99 {report["latency_ms"]["p99"]:.1f} ms, '
+              f'{report["diagnostics"]["frames_dropped_malformed"]} malformed frames dropped, '
+              f'peak memory {report["peak_rss_mib"]:.0f} MiB')
+        if result.matches is not None:
+            write_predictions(result.matches.top(cfg.matching.top_k),
+                              folder / 'predictions.csv')
+        title = f'replay {args.run}: {report["method"]} L={report["seq_len"]}'
+        if result.metrics is not None:
+            m = result.metrics
+            print('  '.join(f'R@{k} {v:.3f}' for k, v in m.recall_at.items()) +
+                  f'  AP {m.average_precision:.3f}  ({m.num_evaluated} of {m.num_queries} '
+                  'keyframes counted)')
+            matrix = matrix_from_columns(result.columns, len(refmap)) \
+                if result.columns else None
+            plot_evaluation(folder / 'plot.png', m, result.matches, matrix, result.positives,
+                            title, query_label='query keyframe')
+            if refmap.run.poses is not None and result.keyframe_poses is not None:
+                plot_trajectory(folder / 'trajectory.png', refmap.run.poses,
+                                result.keyframe_poses, result.matches.top(1), m, title=title,
+                                ref_segments=refmap.run.segments)
+            counted = m.counted
+            top1 = result.matches.distances[counted, 0]
+            if cfg.node.calibration:
+                from vpr_seq_ros.calibration import calibration_report, load_calibration
+
+                scores = np.array([s.hypothesis.best.score if s.hypothesis and
+                                   s.hypothesis.best else np.nan for s in result.steps])
+                report['calibration'] = calibration_report(
+                    load_calibration(cfg.node.calibration), top1, scores[counted],
+                    m.top1_correct[counted])
+                print(f'calibration {cfg.node.calibration}: expected calibration error '
+                      f'{report["calibration"]["ece"]:.3f} on this run')
+            if args.fit_calibration:
+                print(fit_and_write_calibration(top1, m.top1_correct[counted],
+                                                args.fit_calibration))
+        elif cfg.node.mode == 'localization':
+            print(f'not scored: {report["note"]}')
+        if cfg.node.mode == 'slam':
+            precision = report.get('loop_closure_precision')
+            print(f'loop closures: {report["loop_closures"]}' +
+                  (f', precision {precision:.3f} within {report["ground_truth"]["radius_m"]} m'
+                   if precision is not None else ''))
+            stamps = np.asarray(result.keyframes, np.int64)
+            closures = closure_tuples(closures_of(result), stamps, result.keyframe_poses,
+                                      cfg.evaluation.radius_m)
+            plot_slam(folder / 'plot.png', result.keyframe_poses, closures,
+                      len(result.keyframes), stamps, title)
+        if result.result_bag is not None:
+            report['result_bag'] = str(out.path / 'result_bag')  # where it is once renamed
+        write_report(result, folder)
+    print(f'written: {out.path} (' + ', '.join(sorted(p.name for p in out.path.iterdir())) + ')')
     return 0

@@ -1,124 +1,89 @@
-"""Matching methods, picked by name from a closed registry.
+"""Sequence-matching methods, picked by name from ONE registry.
 
-Every method takes the reference and query runs as frame descriptors (each frame encoded once)
-and returns the top-K reference anchors of every query anchor.
+Each method is a plugin (a :class:`~vpr_seq_ros.matching.methods.base.SequenceMethod` subclass
+in its own module) that owns its window length, its map-side precomputation, its batch matching,
+its streaming matcher and its parameters. This module only names them: it imports nothing heavy,
+so :mod:`vpr_seq_ros.config` can validate ``matching.method`` against :func:`method_names`
+cheaply; a method's module is imported when the method is first used.
+
+Adding a method is one module under ``vpr_seq_ros/matching/methods/`` and one line in
+:data:`_REGISTRY` (or :func:`register_method` at run time, e.g. from a test or another package).
+
+The batch entry points (:func:`match_runs`, :class:`MatchOutput`, :func:`build_method`, ...)
+live in :mod:`vpr_seq_ros.matching.methods` and are re-exported here on first access.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from vpr_seq_ros.errors import ConfigError
 
-from vpr_seq_ros.config import Config
-from vpr_seq_ros.errors import ConfigError, MatchingError
-from vpr_seq_ros.matching.distances import distance_matrix
-from vpr_seq_ros.matching.index import FlatL2Index, search_matches
-from vpr_seq_ros.matching.seqgem import sequence_descriptors
-from vpr_seq_ros.matching.seqmatch import SeqMatchSettings, seqmatch_batch
-from vpr_seq_ros.matching.windows import check_length
-from vpr_seq_ros.types import EncodedRun, Matches
+if TYPE_CHECKING:  # pragma: no cover
+    from vpr_seq_ros.matching.methods.base import SequenceMethod
 
-
-@dataclass(frozen=True, eq=False)
-class MatchOutput:
-    """Top-K matches, the reference anchors that could be matched (have a window), and the
-    full ``(N, M)`` distance matrix when it was asked for."""
-
-    matches: Matches
-    ref_valid: np.ndarray
-    matrix: np.ndarray | None
-
-
-def seqmatch_settings(cfg: Config, length: int | None = None) -> SeqMatchSettings:
-    """The :class:`SeqMatchSettings` of a configuration."""
-    contrast = cfg.matching.contrast
-    return SeqMatchSettings(length=cfg.sequence.length if length is None else length,
-                            metric=cfg.matching.distance, window=cfg.sequence.window,
-                            slopes=tuple(cfg.matching.slopes),
-                            contrast_window=contrast.window if contrast.enabled else None)
-
-
-def _seqmatch(ref: EncodedRun, query: EncodedRun, cfg: Config, seqgem_p: float | None,
-              keep_matrix: bool) -> MatchOutput:
-    check_length(len(ref), cfg.sequence.length, 'reference map')
-    check_length(len(query), cfg.sequence.length, 'query run')
-    result = seqmatch_batch(ref.descriptors, query.descriptors, seqmatch_settings(cfg),
-                            cfg.matching.top_k, ref.segments, query.segments, keep_matrix)
-    return MatchOutput(result.matches, result.ref_valid, result.matrix)
-
-
-def _single(ref: EncodedRun, query: EncodedRun, cfg: Config, seqgem_p: float | None,
-            keep_matrix: bool) -> MatchOutput:
-    """Nearest reference frame: faiss for plain Euclidean, else the L = 1 sequence match
-    (which applies SAD and contrast enhancement exactly as the sequence methods do)."""
-    if cfg.matching.distance != 'euclidean' or cfg.matching.contrast.enabled:
-        result = seqmatch_batch(ref.descriptors, query.descriptors,
-                                seqmatch_settings(cfg, length=1), cfg.matching.top_k,
-                                ref.segments, query.segments, keep_matrix)
-        return MatchOutput(result.matches, result.ref_valid, result.matrix)
-    index = FlatL2Index(ref.descriptors)
-    valid = np.ones(len(query), dtype=bool)
-    matches = search_matches(index, query.descriptors, valid, cfg.matching.top_k)
-    matrix = distance_matrix(ref.descriptors, query.descriptors, 'euclidean') \
-        if keep_matrix else None
-    return MatchOutput(matches, np.ones(len(ref), dtype=bool), matrix)
-
-
-def _seqgem(ref: EncodedRun, query: EncodedRun, cfg: Config, seqgem_p: float | None,
-            keep_matrix: bool) -> MatchOutput:
-    length, window = cfg.sequence.length, cfg.sequence.window
-    check_length(len(ref), length, 'reference map')
-    check_length(len(query), length, 'query run')
-    p = cfg.matching.seqgem_p if seqgem_p is None else seqgem_p
-    ref_seq, ref_valid = sequence_descriptors(ref.descriptors, length, p, ref.segments, window)
-    q_seq, q_valid = sequence_descriptors(query.descriptors, length, p, query.segments, window)
-    if not ref_valid.any():
-        raise MatchingError(f'no reference segment is at least {length} frames long')
-    index = FlatL2Index(ref_seq, ref_valid)
-    matches = search_matches(index, q_seq, q_valid, cfg.matching.top_k)
-    matrix = None
-    if keep_matrix:
-        matrix = distance_matrix(ref_seq, q_seq, 'euclidean')
-        matrix[~ref_valid] = np.inf
-        matrix[:, ~q_valid] = np.inf
-    return MatchOutput(matches, ref_valid, matrix)
-
-
-MatchFn = Callable[[EncodedRun, EncodedRun, Config, 'float | None', bool], MatchOutput]
-
-METHODS: dict[str, MatchFn] = {
-    'single': _single,
-    'seqmatch': _seqmatch,
-    'seqgem': _seqgem,
+_REGISTRY: dict[str, Any] = {
+    'single': 'vpr_seq_ros.matching.methods.single:SingleFrame',
+    'seqmatch': 'vpr_seq_ros.matching.methods.seqmatch:SeqMatch',
+    'seqgem': 'vpr_seq_ros.matching.methods.seqgem:SeqGem',
 }
+"""Method name -> ``'module:Class'`` (imported on first use) or the class itself."""
 
 
-def match_runs(ref: EncodedRun, query: EncodedRun, cfg: Config, seqgem_p: float | None = None,
-               keep_matrix: bool = False) -> MatchOutput:
-    """Match a query run against a reference run with ``cfg.matching.method``.
+def method_names() -> tuple[str, ...]:
+    """Names of every registered method, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def register_method(name: str, method: type[SequenceMethod] | str) -> None:
+    """Register a method under ``name``.
 
     Args:
-        ref: reference frame descriptors (a map's run).
-        query: query frame descriptors.
-        cfg: configuration (method, sequence, matching sections).
-        seqgem_p: learnt SeqGeM exponent of the encoder, overriding ``matching.seqgem_p``.
-        keep_matrix: also return the ``(N, M)`` distance matrix (for plots).
+        name: the value of ``matching.method`` that selects it.
+        method: a :class:`SequenceMethod` subclass, or ``'package.module:Class'`` to import it
+            on first use.
 
     Raises:
-        ConfigError: unknown method.
-        MatchingError: a run shorter than one window, or descriptor dimensions that differ.
+        ConfigError: the name is taken.
     """
-    if ref.descriptors.shape[1] != query.descriptors.shape[1]:
-        raise MatchingError(f'reference descriptors have D = {ref.descriptors.shape[1]}, query '
-                            f'descriptors D = {query.descriptors.shape[1]}')
+    if name in _REGISTRY:
+        raise ConfigError(f'a matching method named {name!r} is already registered')
+    _REGISTRY[name] = method
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method registered with :func:`register_method` (a no-op when absent)."""
+    _REGISTRY.pop(name, None)
+
+
+def method_class(name: str) -> type[SequenceMethod]:
+    """The class registered under ``name``.
+
+    Raises:
+        ConfigError: no method has that name.
+    """
     try:
-        method = METHODS[cfg.matching.method]
+        target = _REGISTRY[name]
     except KeyError as err:
-        raise ConfigError(f'unknown method {cfg.matching.method!r}; valid: '
-                          f'{", ".join(METHODS)}') from err
-    return method(ref, query, cfg, seqgem_p, keep_matrix)
+        raise ConfigError(f'unknown matching method {name!r} (matching.method); valid: '
+                          f'{", ".join(_REGISTRY)}') from err
+    if isinstance(target, str):
+        module, _, attr = target.partition(':')
+        target = getattr(importlib.import_module(module), attr)
+        _REGISTRY[name] = target
+    return target
 
 
-__all__ = ['METHODS', 'MatchOutput', 'match_runs', 'seqmatch_settings']
+_LAZY = ('MatchOutput', 'Precomputed', 'SequenceMethod', 'StreamingMatcher', 'build_method',
+         'match_runs', 'seqmatch_settings')
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the batch entry points of :mod:`vpr_seq_ros.matching.methods` lazily."""
+    if name in _LAZY:
+        return getattr(importlib.import_module('vpr_seq_ros.matching.methods'), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = ['method_class', 'method_names', 'register_method', 'unregister_method', *_LAZY]

@@ -2,13 +2,25 @@
 
 The sequence distance between a query window and a reference window is the mean over the L
 aligned frames of the frame distance (SeqMatchNet Eq. 3). Over a whole map it is a convolution
-of the frame distance matrix ``D`` (reference rows x query columns) with a binary L x L kernel:
-the identity for constant speed, or, under velocity search, a kernel whose ones advance
-``round(v * t)`` reference rows per query frame for a slope ``v``; the best slope wins.
+of the frame distance matrix ``D`` (reference rows x query columns) with an L x L kernel: the
+identity for constant speed, or, under velocity search, one kernel per slope ``v``; the best slope
+wins.
 
-The kernel for slope ``v`` is anchored at the newest frame: query frame ``j - k`` is aligned with
-reference row ``i - round(v * k)``, ``k = 0 .. L-1``, so the window spans
-``span_v = round(v * (L - 1)) + 1`` reference rows.
+The kernel for slope ``v`` is anchored at the newest frame: query frame ``j - k`` lies ``v * k``
+reference rows before the anchor row ``i``, ``k = 0 .. L-1``. ``rounded`` kernels (the default)
+take the nearest row (at L = 10 the 0.8 kernel visits only 8 distinct rows, and slopes near 1
+can collapse to the identity: a warning is logged); ``interpolated`` kernels the linear
+interpolation of the two rows around ``i - v * k``. A window spans ``max rows back + 1``
+reference rows.
+
+Different slopes' scores are not on one scale (a slope below 1 averages fewer independent rows,
+so its scores spread wider at wrong places and it wins there), and more slopes mean more chances
+for a wrong place to win by accident. With ``slope_scores = 'standardised'`` (the default) each
+slope's scores of one query are standardised over the reference anchors, a constant-speed prior
+``slope_penalty * |ln v|`` is added to each z-score, the minimum wins, and it is mapped back to
+distance units with the mean and standard deviation of the slope nearest 1; with a single slope
+the scores are unchanged. Measured in ``benchmarks/velocity.py``: with slopes 0.75 0.8 0.9 1 1.1
+1.25 1.33 constant-speed Recall@1 stays within 0.005 of slope 1 alone.
 
 Three forms compute exactly the same numbers (tests check them against a naive double loop):
 
@@ -24,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -37,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 def slope_offsets(length: int, slope: float) -> np.ndarray:
-    """Reference-row offsets of a slope's kernel from the window's first row: ``(L,)`` int64.
+    """Reference-row offsets of a slope's rounded kernel from the window's first row: ``(L,)``.
 
     ``offsets[t]`` is the reference row (relative to the window start) aligned with the t-th
     query frame of the window (t = 0 oldest); the identity kernel gives ``0 .. L-1``.
@@ -46,15 +59,136 @@ def slope_offsets(length: int, slope: float) -> np.ndarray:
     return back[0] - back
 
 
+_FRAC_EPS = 1e-9
+_STD_FLOOR = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class SlopeKernel:
+    """The terms of one slope's kernel, anchored at the newest frame.
+
+    The sequence distance of reference anchor ``i`` and query anchor ``j`` is
+    ``sum_t weights[t] * D[i - rows_back[t], j - frames_back[t]] / L``.
+
+    Attributes:
+        slope: reference frames advanced per query frame.
+        frames_back: ``(T,)`` int64, query frames back from the anchor (0 .. L-1).
+        rows_back: ``(T,)`` int64, reference rows back from the anchor.
+        weights: ``(T,)`` float64; the weights of each query frame sum to 1.
+        span: reference rows covered, ``max(rows_back) + 1``.
+    """
+
+    slope: float
+    frames_back: np.ndarray
+    rows_back: np.ndarray
+    weights: np.ndarray
+    span: int
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether this is the constant-speed kernel (frame k back on row k back, weight 1)."""
+        k = np.arange(len(self.frames_back))
+        return bool(len(self.frames_back) == self.span and np.array_equal(self.frames_back, k)
+                    and np.array_equal(self.rows_back, k) and np.all(self.weights == 1.0))
+
+    def same_as(self, other: 'SlopeKernel') -> bool:
+        """Whether two kernels have the same terms."""
+        return bool(np.array_equal(self.frames_back, other.frames_back)
+                    and np.array_equal(self.rows_back, other.rows_back)
+                    and np.array_equal(self.weights, other.weights))
+
+
+def slope_kernel(length: int, slope: float, kernel: str = 'interpolated') -> SlopeKernel:
+    """The kernel of one slope.
+
+    Query frame ``k`` frames back from the anchor lies ``slope * k`` reference rows back.
+    ``rounded`` aligns it with the nearest row; ``interpolated`` takes the linear interpolation
+    of the two rows around that position (one row, weight 1, where it falls on a row), so a
+    slope below 1 does not repeat rows and every slope keeps its exact speed.
+
+    Args:
+        length: L, query frames in a window.
+        slope: reference frames per query frame (> 0).
+        kernel: ``'rounded'`` or ``'interpolated'``.
+    """
+    k = np.arange(length, dtype=np.int64)
+    pos = slope * k.astype(np.float64)
+    if kernel == 'rounded':
+        rows = np.round(pos).astype(np.int64)
+        frames, weights = k, np.ones(length)
+    elif kernel == 'interpolated':
+        low = np.floor(pos + _FRAC_EPS).astype(np.int64)
+        frac = pos - low
+        frac[np.abs(frac) < _FRAC_EPS] = 0.0
+        split = frac > 0.0
+        frames = np.concatenate([k, k[split]])
+        rows = np.concatenate([low, low[split] + 1])
+        weights = np.concatenate([1.0 - frac, frac[split]])
+        order = np.lexsort((rows, frames))
+        frames, rows, weights = frames[order], rows[order], weights[order]
+    else:
+        raise MatchingError(f'unknown velocity kernel {kernel!r}; use rounded or interpolated')
+    return SlopeKernel(float(slope), frames, rows, weights, int(rows.max()) + 1)
+
+
+def build_kernels(settings: 'SeqMatchSettings') -> list[SlopeKernel]:
+    """The kernels of a setting's slopes; logs a warning for slopes that collapse.
+
+    A slope collapses when its kernel equals another slope's at this L (``rounded`` kernels
+    at short L: e.g. 1.05 rounds to the identity at L = 10); it then only costs time.
+    """
+    kernels: list[SlopeKernel] = []
+    # slopes nearest 1 first, so a collapsed kernel keeps the slope nearest constant speed
+    for slope in sorted(settings.slopes, key=lambda v: abs(np.log(v))):
+        kern = slope_kernel(settings.length, slope, settings.velocity_kernel)
+        same = [k for k in kernels if k.same_as(kern)]
+        if same:
+            what = 'the identity kernel (slope 1)' if kern.is_identity else \
+                f'the kernel of slope {same[0].slope:g}'
+            log.warning('velocity search: slope %g is %s at sequence length %d; it adds '
+                        'nothing: use a longer sequence, interpolated kernels, or drop it',
+                        slope, what, settings.length)
+            continue
+        kernels.append(kern)
+    return kernels
+
+
+def reference_kernel(kernels: list[SlopeKernel]) -> int:
+    """Index of the kernel whose score scale the combined scores keep: the slope nearest 1."""
+    return int(np.argmin([abs(np.log(k.slope)) for k in kernels]))
+
+
 @dataclass(frozen=True)
 class SeqMatchSettings:
-    """Parameters of a sequence match (see ``MatchingConfig`` and ``SequenceConfig``)."""
+    """Parameters of a sequence match (see ``MatchingConfig`` and ``SequenceConfig``).
+
+    Attributes:
+        length: L, query frames per window.
+        metric: frame distance, ``'euclidean'`` or ``'sad'``.
+        window: ``'trailing'`` or ``'centred'``.
+        slopes: velocity search: reference frames per query frame; the best slope wins.
+        contrast_window: half-width of the local contrast enhancement (None: off).
+        velocity_kernel: ``'rounded'`` (each query frame on the nearest reference row) or
+            ``'interpolated'`` (fractional slopes interpolate between reference rows).
+        slope_scores: how scores of different slopes are compared: ``'standardised'`` (each
+            slope's scores of a query are standardised over the reference anchors, the
+            minimum z-score is mapped back to the scale of the slope nearest 1) or ``'raw'``.
+            With one slope both give the same numbers.
+        slope_penalty: prior for constant speed (``standardised`` only; ``raw`` ignores it,
+            as a single slope does): the z-score of slope
+            ``v`` is raised by ``slope_penalty * |ln v|`` before the minimum (0: none; the
+            identity kernel is never penalised). The defaults were chosen on Nordland in
+            ``benchmarks/velocity.py``.
+    """
 
     length: int = 5
     metric: str = 'euclidean'
     window: str = 'trailing'
     slopes: tuple[float, ...] = (1.0,)
     contrast_window: int | None = None
+    velocity_kernel: Literal['rounded', 'interpolated'] = 'rounded'
+    slope_scores: Literal['standardised', 'raw'] = 'standardised'
+    slope_penalty: float = 3.0
 
     def __post_init__(self) -> None:
         if self.length < 1:
@@ -63,6 +197,76 @@ class SeqMatchSettings:
             raise MatchingError('centred windows support only the identity kernel (slope 1)')
         if self.window not in ('trailing', 'centred'):
             raise MatchingError(f'unknown window {self.window!r}')
+        if not self.slopes or any(not s > 0 for s in self.slopes):
+            raise MatchingError(f'slopes must be positive numbers, got {self.slopes}')
+        if self.velocity_kernel not in ('interpolated', 'rounded'):
+            raise MatchingError(f'unknown velocity kernel {self.velocity_kernel!r}; use '
+                                'interpolated or rounded')
+        if not self.slope_penalty >= 0.0:
+            raise MatchingError(f'slope penalty must be >= 0, got {self.slope_penalty}')
+        if self.slope_scores not in ('standardised', 'raw'):
+            raise MatchingError(f'unknown slope score comparison {self.slope_scores!r}; use '
+                                'standardised or raw')
+
+
+def _column_stats(scores: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std (floored) over the valid rows of every column.
+
+    Args:
+        scores: ``(N,)`` or ``(N, B)`` float64 sequence distances.
+        valid: ``(N,)`` bool rows that hold a score.
+
+    Returns:
+        ``(mean, std)``, each a float (column) or ``(B,)``.
+    """
+    vals = scores[valid]
+    if vals.shape[0] == 0:
+        shape = scores.shape[1:]
+        return np.zeros(shape), np.ones(shape)
+    mean = vals.mean(axis=0)
+    std = np.maximum(vals.std(axis=0), _STD_FLOOR)
+    return mean, std
+
+
+class _SlopeCombiner:
+    """Running minimum over slopes of the scores of a block of query columns.
+
+    ``raw``: the minimum of the sequence distances. ``standardised``: each slope's scores are
+    turned into z-scores over that slope's valid reference anchors (per query column), raised by
+    the constant-speed prior ``penalty * |ln v|`` (not for the identity kernel), and the minimum
+    is mapped back with the mean and std of the reference kernel (the slope nearest 1), so the
+    result is in that kernel's distance units (a penalised slope's value includes its penalty).
+    With one kernel the raw scores pass through unchanged.
+    """
+
+    def __init__(self, shape: tuple[int, ...], mode: str, kernels: list[SlopeKernel], ref: int,
+                 penalty: float = 0.0) -> None:
+        self.standardise = mode == 'standardised' and len(kernels) > 1
+        self.ref = ref
+        self.penalties = [0.0 if k.is_identity else penalty * abs(float(np.log(k.slope)))
+                          for k in kernels]
+        self.best = np.full(shape, np.inf, dtype=np.float64)
+        self.mean: np.ndarray | float = 0.0
+        self.std: np.ndarray | float = 1.0
+
+    def add(self, index: int, scores: np.ndarray, valid: np.ndarray) -> None:
+        """Fold in one kernel's ``(N, ...)`` scores, finite on the ``(N,)`` valid rows."""
+        if self.standardise:
+            mean, std = _column_stats(scores, valid)
+            if index == self.ref:
+                self.mean, self.std = mean, std
+            z = (scores[valid] - mean) / std
+            if self.penalties[index]:
+                z += self.penalties[index]
+        else:
+            z = scores[valid]
+        self.best[valid] = np.minimum(self.best[valid], z)
+
+    def result(self) -> np.ndarray:
+        """The combined scores (inf where no kernel has a window)."""
+        if not self.standardise:
+            return self.best
+        return self.mean + self.std * self.best
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,11 +295,18 @@ class SeqMatchResult:
         matches: top-K per query anchor.
         matrix: ``(N, M)`` float32 sequence distances (inf where no window), when kept.
         ref_valid: ``(N,)`` bool, reference anchors that have a window under some slope.
+        column_mean: ``(M,)`` float64 mean of each query's finite sequence distances (nan where
+            the query has no window or fewer than two are finite).
+        column_std: ``(M,)`` float64 population std of the same (nan likewise). With
+            ``column_mean`` it gives the node's ``score`` without keeping the matrix
+            (:func:`vpr_seq_ros.calibration.scores_from_stats`).
     """
 
     matches: Matches
     matrix: np.ndarray | None
     ref_valid: np.ndarray
+    column_mean: np.ndarray | None = None
+    column_std: np.ndarray | None = None
 
 
 def seqmatch_batch(ref_desc: np.ndarray, query_desc: np.ndarray, settings: SeqMatchSettings,
@@ -117,7 +328,44 @@ def seqmatch_batch(ref_desc: np.ndarray, query_desc: np.ndarray, settings: SeqMa
     Returns:
         A :class:`SeqMatchResult`; reference indices are reference anchors.
     """
-    n, m = ref_desc.shape[0], query_desc.shape[0]
+    ref_sq = squared_norms(ref_desc) if settings.metric == 'euclidean' else None
+
+    def columns(first: int, last: int) -> np.ndarray:
+        return distance_matrix(ref_desc, query_desc[first:last], settings.metric, ref_sq)
+
+    return _seqmatch_columns(columns, ref_desc.shape[0], query_desc.shape[0], settings, top_k,
+                             ref_segments, query_segments, keep_matrix, chunk)
+
+
+def seqmatch_distances(frame_dist: np.ndarray, settings: SeqMatchSettings, top_k: int = 20,
+                       ref_segments: np.ndarray | None = None,
+                       query_segments: np.ndarray | None = None, keep_matrix: bool = False,
+                       chunk: int = 256) -> SeqMatchResult:
+    """:func:`seqmatch_batch` on a precomputed frame distance matrix (parameter sweeps).
+
+    Args:
+        frame_dist: ``(N, M)`` frame distances (not contrast-enhanced: ``settings`` says
+            whether to enhance them); ``settings.metric`` is not used.
+        settings: as for :func:`seqmatch_batch`.
+        top_k: candidates per query.
+        ref_segments: ``(N,)`` reference segment ids.
+        query_segments: ``(M,)`` query segment ids.
+        keep_matrix: also return the ``(N, M)`` sequence distance matrix.
+        chunk: query anchors per block.
+    """
+    frame_dist = np.asarray(frame_dist, dtype=np.float32)
+
+    def columns(first: int, last: int) -> np.ndarray:
+        return frame_dist[:, first:last]
+
+    return _seqmatch_columns(columns, frame_dist.shape[0], frame_dist.shape[1], settings, top_k,
+                             ref_segments, query_segments, keep_matrix, chunk)
+
+
+def _seqmatch_columns(columns: Callable[[int, int], np.ndarray], n: int, m: int,
+                      settings: SeqMatchSettings, top_k: int, ref_segments: np.ndarray | None,
+                      query_segments: np.ndarray | None, keep_matrix: bool,
+                      chunk: int) -> SeqMatchResult:
     length = settings.length
     ref_segments = np.zeros(n, np.int64) if ref_segments is None else np.asarray(ref_segments)
     query_segments = np.zeros(m, np.int64) if query_segments is None else \
@@ -125,45 +373,73 @@ def seqmatch_batch(ref_desc: np.ndarray, query_desc: np.ndarray, settings: SeqMa
     seg_start, seg_end = segment_bounds(ref_segments)
     q_starts, q_valid = window_starts(query_segments, length, settings.window)
     kernels = []
-    for slope in settings.slopes:
-        offsets = slope_offsets(length, slope)
-        span = int(offsets[-1]) + 1
-        r_starts, r_valid = window_starts(ref_segments, length, settings.window, span)
-        kernels.append((offsets, r_starts, r_valid))
-    ref_sq = squared_norms(ref_desc) if settings.metric == 'euclidean' else None
+    for kern in build_kernels(settings):
+        r_starts, r_valid = window_starts(ref_segments, length, settings.window, kern.span)
+        if kern.span > n:
+            r_valid = np.zeros(n, dtype=bool)
+        kernels.append((kern, r_starts, r_valid))
+    ref = reference_kernel([k for k, _, _ in kernels])
     ref_idx = np.full((m, top_k), -1, dtype=np.int64)
     ref_dist = np.full((m, top_k), np.inf, dtype=np.float64)
     matrix = np.full((n, m), np.inf, dtype=np.float32) if keep_matrix else None
+    col_mean = np.full(m, np.nan)
+    col_std = np.full(m, np.nan)
     anchors = np.flatnonzero(q_valid)
     for lo in range(0, len(anchors), chunk):
         block = anchors[lo:lo + chunk]
         first = int(q_starts[block].min())
         last = int(q_starts[block].max()) + length
-        dcols = distance_matrix(ref_desc, query_desc[first:last], settings.metric, ref_sq)
+        dcols = columns(first, last)
         if settings.contrast_window:
             dcols = contrast_enhance(dcols, settings.contrast_window, seg_start, seg_end)
-        cols = q_starts[block] - first
-        scores = np.full((n, len(block)), np.inf, dtype=np.float32)
-        for offsets, r_starts, r_valid in kernels:
-            span = int(offsets[-1]) + 1
-            if span > n:
+        # column of the query frame k back from each anchor: anchor - k - first
+        q_anchor = q_starts[block] - first + length - 1
+        combiner = _SlopeCombiner((n, len(block)), settings.slope_scores,
+                                  [k for k, _, _ in kernels], ref, settings.slope_penalty)
+        for index, (kern, r_starts, r_valid) in enumerate(kernels):
+            span = kern.span
+            if not r_valid.any():
                 continue
-            # Convolution with the binary kernel over window starts: L shifted adds.
+            # Convolution with the kernel over window starts: one shifted add per term.
             acc = np.zeros((n - span + 1, len(block)), dtype=np.float64)
-            for t, off in enumerate(offsets):
-                acc += dcols[off:off + n - span + 1][:, cols + t]
+            for k, back, weight in zip(kern.frames_back, kern.rows_back, kern.weights):
+                off = span - 1 - int(back)
+                part = dcols[off:off + n - span + 1][:, q_anchor - int(k)]
+                if weight == 1.0:
+                    acc += part
+                else:
+                    acc += weight * part.astype(np.float64)
+            scores = np.full((n, len(block)), np.inf, dtype=np.float64)
             rows = np.flatnonzero(r_valid)
-            cand = (acc[r_starts[rows]] / length).astype(np.float32)
-            np.minimum(scores[rows], cand, out=cand)
-            scores[rows] = cand
-        idx, dist = _top_k(scores, top_k)
+            scores[rows] = acc[r_starts[rows]] / length
+            combiner.add(index, scores, r_valid)
+        scores32 = combiner.result().astype(np.float32)
+        col_mean[block], col_std[block] = _finite_stats(scores32)
+        idx, dist = _top_k(scores32, top_k)
         ref_idx[block], ref_dist[block] = idx, dist
         if matrix is not None:
-            matrix[:, block] = scores
+            matrix[:, block] = scores32
     ref_valid = np.zeros(n, dtype=bool)
-    for offsets, _, r_valid in kernels:
-        ref_valid |= r_valid if int(offsets[-1]) < n else False
-    return SeqMatchResult(Matches(ref_idx, ref_dist, q_valid.copy()), matrix, ref_valid)
+    for _, _, r_valid in kernels:
+        ref_valid |= r_valid
+    return SeqMatchResult(Matches(ref_idx, ref_dist, q_valid.copy()), matrix, ref_valid,
+                          col_mean, col_std)
+
+
+def _finite_stats(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std of the finite entries of every column, float64 ``(B,)`` each
+    (nan where fewer than two are finite)."""
+    d = scores.astype(np.float64)
+    finite = np.isfinite(d)
+    count = finite.sum(axis=0)
+    d[~finite] = 0.0
+    with np.errstate(invalid='ignore', divide='ignore'):
+        mean = d.sum(axis=0) / count
+        var = np.where(finite, (d - mean) ** 2, 0.0).sum(axis=0) / count
+    few = count < 2
+    mean[few] = np.nan
+    var[few] = np.nan
+    return mean, np.sqrt(var)
 
 
 class OnlineSeqMatcher:
@@ -204,12 +480,8 @@ class OnlineSeqMatcher:
         self._capacity = self._n
         self._grow_to = max(capacity, 1)
         self._ref_sq = squared_norms(ref_desc) if settings.metric == 'euclidean' else None
-        self._backs = []
-        for slope in settings.slopes:
-            offsets = slope_offsets(settings.length, slope)
-            self._backs.append((offsets[-1] - offsets)[::-1].copy())  # rows back per frame back
-        self._identity = [bool(np.array_equal(b, np.arange(settings.length)))
-                          for b in self._backs]
+        self._kernels = build_kernels(settings)
+        self._ref_kernel = reference_kernel(self._kernels)
         self._refresh_segments()
         self.reset()
 
@@ -228,9 +500,8 @@ class OnlineSeqMatcher:
         n = self._n
         self._seg_start, self._seg_end = segment_bounds(self._segments[:n])
         self._invalid = []
-        for back in self._backs:
-            span = int(back[-1]) + 1
-            self._invalid.append(np.flatnonzero(np.arange(n) - (span - 1) < self._seg_start))
+        for kern in self._kernels:
+            self._invalid.append(np.flatnonzero(np.arange(n) - (kern.span - 1) < self._seg_start))
 
     def _reserve(self, rows: int) -> None:
         if rows <= self._capacity:
@@ -296,6 +567,25 @@ class OnlineSeqMatcher:
             if rows > 0:
                 self._sums[k:k + rows] += self._columns[slot, :rows]
 
+    def _kernel_scores(self, kern: SlopeKernel, n: int) -> np.ndarray:
+        """``(N,)`` float64 scores of one kernel from the last L columns (inf: no window)."""
+        scores = np.zeros(n, dtype=np.float64)
+        reach = np.full(n, True)
+        for k, back, weight in zip(kern.frames_back, kern.rows_back, kern.weights):
+            shift = int(back)
+            slot = self._slot(int(k))
+            rows = min(n - shift, int(self._lengths[slot]))
+            if rows > 0:
+                col = self._columns[slot, :rows]
+                if weight == 1.0:
+                    scores[shift:shift + rows] += col
+                else:
+                    scores[shift:shift + rows] += weight * col.astype(np.float64)
+            reach[max(shift + max(rows, 0), 0):] = False
+        scores *= 1.0 / self.settings.length
+        scores[~reach] = np.inf
+        return scores
+
     def push(self, descriptor: np.ndarray, segment: int = 0,
              append: bool = False) -> np.ndarray | None:
         """Add the newest query frame.
@@ -340,22 +630,16 @@ class OnlineSeqMatcher:
             self._exact_identity_sums()
         best: np.ndarray | None = None
         if self._count >= length:
-            for back, invalid, identity in zip(self._backs, self._invalid, self._identity):
-                if identity:
-                    scores = sums[:n] * (1.0 / length)
-                else:
-                    scores = np.zeros(n, dtype=np.float64)
-                    reach = np.full(n, True)
-                    for k, shift in enumerate(back):
-                        slot_k = self._slot(k)
-                        rows = min(n - int(shift), int(self._lengths[slot_k]))
-                        if rows > 0:
-                            scores[shift:shift + rows] += self._columns[slot_k, :rows]
-                        reach[max(int(shift) + max(rows, 0), 0):] = False
-                    scores *= 1.0 / length
-                    scores[~reach] = np.inf
+            combiner = _SlopeCombiner((n,), settings.slope_scores, self._kernels,
+                                      self._ref_kernel, settings.slope_penalty)
+            for index, (kern, invalid) in enumerate(zip(self._kernels, self._invalid)):
+                scores = sums[:n] * (1.0 / length) if kern.is_identity else \
+                    self._kernel_scores(kern, n)
                 scores[invalid] = np.inf
-                best = scores if best is None else np.minimum(best, scores, out=best)
+                valid = np.isfinite(scores)
+                if valid.any():
+                    combiner.add(index, scores, valid)
+            best = combiner.result()
         if append:
             self.append_reference(descriptor, segment)
         return best

@@ -69,5 +69,5 @@ def check_length(n_frames: int, length: int, what: str) -> None:
     """Raise a clear error when a run is shorter than one window."""
     if length > n_frames:
         raise MatchingError(
-            f'sequence length {length} is longer than the {what} ({n_frames} frames); use a '
-            f'shorter --seq-len')
+            f'sequence length {length} is longer than the {what} ({n_frames} frames); set '
+            f'sequence.length to at most {n_frames}, or use a longer run')

@@ -1,52 +1,61 @@
 """The node core: frames (and odometry) in stamp order in, what to publish out.
 
+One keyframe goes through four stages::
+
+    gating           ->  encode          ->  store + matcher           ->  decisions
+    (this module:        (FrameEncoder)      (runtime.store, the          (runtime.decisions)
+    path or time)                            method's StreamingMatcher)   -> StepResult
+
 Modes:
 
-* ``localization``: match the newest keyframe's sequence against a fixed reference map, opened
-  read-only; every keyframe with a full window yields a :class:`PlaceHypothesis`.
-* ``slam``: match against the robot's own past keyframes (a growing map). Keyframes of the last
-  ``exclude_recent_s`` seconds and (once odometry arrives) ``exclude_recent_m`` metres of path
-  are never candidates; a candidate must stand out (``min_score`` standard deviations below the
-  mean distance) and be within ``max_distance`` when that is set; a :class:`LoopClosure` is
-  published once ``min_streak`` consecutive keyframes matched consistently (the matched index
-  advancing by one, +- ``streak_tolerance``).
+* ``localization``: match the newest keyframe's window against a fixed reference map
+  (:class:`~vpr_seq_ros.runtime.store.FixedStore`, opened read-only); every keyframe with a full
+  window yields a :class:`PlaceHypothesis`.
+* ``slam``: match against the robot's own past keyframes
+  (:class:`~vpr_seq_ros.runtime.store.KeyframeStore`, a growing map; each keyframe is stored once
+  and appended after it was matched). Loop-closure decisions are
+  :class:`~vpr_seq_ros.runtime.decisions.LoopClosureDecider`'s: recent keyframes excluded,
+  ``min_score``, ``max_distance``, ``min_streak``. With ``node.keyframe.max_keyframes > 0`` the
+  store stops growing at that bound and later keyframes are matched but not stored (see
+  :class:`~vpr_seq_ros.runtime.store.KeyframeStore`).
 
-Keyframes: with odometry, one every ``min_distance_m`` of path; otherwise one every
-``min_interval_s``. A stamp earlier than the previous frame's (a bag restarted) resets the
-sequence buffer and starts a new segment. Time always comes from the data.
+Keyframes: with odometry, one every ``min_distance_m`` of accumulated path; otherwise one every
+``min_interval_s``. Time always comes from the data.
+
+**Time jumps.** A frame stamped earlier than the previous one (a bag played again, a restarted
+clock) resets the sequence buffer, starts a new segment (windows never span the jump) and starts
+a new *time session*. In slam mode the keyframes of earlier sessions stay in the store and stay
+matchable: the ``exclude_recent_s`` exclusion compares stamps only within the current session
+(stamps of another session say nothing about how recent a keyframe is), while
+``exclude_recent_m`` compares accumulated path length across sessions. So a bag played twice in a
+row closes loops from its second pass onto its first. An odometry stamp going backwards restarts
+the path accumulation, so the jump back to the start pose is not counted as travelled path.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from vpr_seq_ros.calibration import Calibration, load_calibration
 from vpr_seq_ros.config import Config, to_dict
 from vpr_seq_ros.conversions import PathLength
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError
+from vpr_seq_ros.matching.methods import SequenceMethod, StreamingMatcher, build_method
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
-from vpr_seq_ros.runtime.outputs import (Candidate, Diagnostics, LoopClosure, PlaceHypothesis,
-                                         StepResult)
-from vpr_seq_ros.runtime.streams import Stream, build_stream
-from vpr_seq_ros.types import EncodedRun, Frame, Pose
+from vpr_seq_ros.runtime.decisions import LoopClosureDecider, QueryKeyframe, place_hypothesis
+from vpr_seq_ros.runtime.outputs import Diagnostics, LoopClosure, PlaceHypothesis, StepResult
+from vpr_seq_ros.runtime.store import FixedStore, KeyframeStore, ReferenceStore
+from vpr_seq_ros.runtime.verify import VerificationGate
+from vpr_seq_ros.types import Frame, Pose
 
 log = logging.getLogger(__name__)
 
-
-def distinctiveness(distances: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Scores of chosen distances: standard deviations below the mean of all finite ones."""
-    finite = distances[np.isfinite(distances)]
-    if finite.size < 2:
-        return np.zeros(len(chosen))
-    std = float(finite.std())
-    if std <= 0:
-        return np.zeros(len(chosen))
-    return np.maximum((float(finite.mean()) - chosen) / std, 0.0)
+Decision = tuple['PlaceHypothesis | None', tuple[LoopClosure, ...]]
 
 
 class NodeCore:
@@ -57,6 +66,12 @@ class NodeCore:
         encoder: frame encoder (each keyframe is encoded once).
         refmap: the reference map (``localization``); None in ``slam`` mode.
 
+    Attributes:
+        method: the sequence method (parameters resolved once, from ``cfg`` and the encoder).
+        store: the reference store (in slam mode created at the first keyframe, when the
+            descriptor dimension is known).
+        matcher: the method's streaming matcher over the store.
+
     Raises:
         ConfigError: ``localization`` without a map.
         MapError: the map was made by a different encoder.
@@ -64,40 +79,57 @@ class NodeCore:
 
     def __init__(self, cfg: Config, encoder: FrameEncoder,
                  refmap: ReferenceMap | None = None) -> None:
-        self.cfg = cfg
+        self._cfg = cfg
         self.encoder = encoder
         self.mode = cfg.node.mode
-        self.diagnostics = Diagnostics(sequence_length=self._window_length())
+        self.method: SequenceMethod = build_method(cfg, encoder.seqgem_p)
+        self.diagnostics = Diagnostics(sequence_length=self.method.window_length)
+        self.refmap: ReferenceMap | None = None
+        self.store: ReferenceStore | None = None
+        self.matcher: StreamingMatcher | None = None
         if self.mode == 'localization':
             if refmap is None:
                 raise ConfigError('localization mode needs a reference map (node.map_path)')
             refmap.check_query(encoder.settings())
             self.refmap = refmap
-            self.stream: Stream = build_stream(cfg, refmap.run.descriptors, refmap.run.segments,
-                                               encoder.seqgem_p, self._stored_sequences(refmap))
-            self._ref_stamps = refmap.run.stamps_ns
-            self._ref_poses = refmap.run.poses
-        else:
-            self.refmap = None
-            self.stream = self._empty_stream(max(encoder.dim, 0))
-            self._kf_descriptors: list[np.ndarray] = []
-            self._kf_stamps: list[int] = []
-            self._kf_poses: list[np.ndarray | None] = []
-            self._kf_segments: list[int] = []
-            self._kf_path_m: list[float] = []
-        self.diagnostics.map_size = self.stream.num_references
+            self._open(FixedStore(refmap))
+        self._decider = LoopClosureDecider()
         self._segment = 0
+        self._session = 0
         self._last_stamp: int | None = None
         self._last_kf_stamp: int | None = None
+        self._last_odom_stamp: int | None = None
         self._odom_pose: Pose | None = None
         self._path = PathLength()
         self._keyframe_index = -1
-        self._streak = 0
-        self._last_match: int | None = None
+        self.calibration: Calibration | None = None
+        if cfg.node.calibration:
+            self.calibration = load_calibration(cfg.node.calibration)  # fatal at start-up
+        elif cfg.node.loop_closure.min_confidence > 0:
+            raise ConfigError('node.loop_closure.min_confidence needs node.calibration (a '
+                              'calibration fitted on a validation run by vpr-seq evaluate or '
+                              'replay)')
+        self.verification: VerificationGate | None = None
+        if self.mode == 'slam' and cfg.node.verification.enabled:
+            self.verification = self._verification_gate(cfg, threaded=False)
+        self.record_distances = False
+        """Attach each keyframe's ``(N,)`` distances to its step (replay's plot); off live."""
+        self._last_distances: np.ndarray | None = None
 
-    def _empty_stream(self, dim: int) -> Stream:
-        return build_stream(self.cfg, np.zeros((0, dim), np.float32), np.zeros(0, np.int64),
-                            self.encoder.seqgem_p)
+    @staticmethod
+    def _verification_gate(cfg: Config, threaded: bool) -> VerificationGate:
+        from vpr_seq_ros.verification.worker import VerificationStage
+
+        vcfg = cfg.node.verification
+        return VerificationGate(VerificationStage(vcfg, None, threaded=threaded),
+                                vcfg.candidates)
+
+    def verify_in_background(self) -> None:
+        """Verify loop closures on a worker thread (the live node); replay stays synchronous,
+        so its answers are the same on every run."""
+        if self.verification is not None and not self.verification.stage.threaded:
+            self.verification.stage.close()
+            self.verification = self._verification_gate(self.cfg, threaded=True)
 
     @classmethod
     def from_config(cls, cfg: Config) -> NodeCore:
@@ -110,39 +142,68 @@ class NodeCore:
             refmap = load_map(cfg.node.map_path)
         return cls(cfg, encoder, refmap)
 
-    # ---------------------------------------------------------------------------- helpers
-    def _window_length(self) -> int:
-        return 1 if self.cfg.matching.method == 'single' else self.cfg.sequence.length
+    def _open(self, store: ReferenceStore) -> None:
+        self.store = store
+        index = self.cfg.matching.index
+        if index.kind != 'exact':
+            if self.refmap is None:
+                raise ConfigError('approximate search (matching.index.kind = '
+                                  f'{index.kind}) needs a fixed map: slam mode searches its '
+                                  'own keyframes exactly')
+            from vpr_seq_ros.matching.methods.approximate import approximate_stream, load_index
 
-    def _stored_sequences(self, refmap: ReferenceMap) -> np.ndarray | None:
-        info = refmap.manifest.get('sequence_descriptors')
-        if refmap.sequence_descriptors is None or not isinstance(info, dict):
-            return None
-        p = self.encoder.seqgem_p if self.encoder.seqgem_p is not None else \
-            self.cfg.matching.seqgem_p
-        if info.get('length') == self.cfg.sequence.length and \
-                math.isclose(float(info.get('p', -1)), float(p), rel_tol=1e-6):
-            return refmap.sequence_descriptors
-        return None
+            ann = load_index(self.refmap, self.method, index)
+            self.matcher = approximate_stream(self.method, store, ann, index,
+                                              self.cfg.matching.top_k)
+        else:
+            self.matcher = self.method.stream(store)
+        self.diagnostics.map_size = len(store)
+
+    # ---------------------------------------------------------------------------- state
+    @property
+    def cfg(self) -> Config:
+        """The configuration; setting it applies run-time changes (top_k, gating, loop
+        closure, the keyframe bound) from the next frame on."""
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: Config) -> None:
+        self._cfg = cfg
+        if isinstance(self.store, KeyframeStore):
+            self.store.max_keyframes = cfg.node.keyframe.max_keyframes
 
     @property
     def num_keyframes(self) -> int:
         """Keyframes kept since start-up."""
         return self._keyframe_index + 1
 
+    @property
+    def window_length(self) -> int:
+        """Keyframes per query window (the method's)."""
+        return self.method.window_length
+
     # ---------------------------------------------------------------------------- inputs
     def on_odometry(self, stamp_ns: int, pose: Pose) -> None:
         """A pose sample (odometry / GPS in a metric frame); accumulates the path length."""
+        if self._last_odom_stamp is not None and stamp_ns < self._last_odom_stamp:
+            self._path.restart()  # time restarted: the jump back is not travelled path
+        self._last_odom_stamp = stamp_ns
         self._path.update(pose.x, pose.y, pose.z)
         self._odom_pose = pose
 
     def reset(self) -> None:
         """Forget the sequence buffer and loop-closure streak (``~/reset``)."""
-        self.stream.reset()
+        if self.matcher is not None:
+            self.matcher.reset()
         self._segment += 1
-        self._streak = 0
-        self._last_match = None
+        self._decider.reset()
         self.diagnostics.resets += 1
+
+    def _new_session(self) -> None:
+        self.reset()
+        self._last_kf_stamp = None
+        self._session += 1
+        self.diagnostics.sessions += 1
 
     def _is_keyframe(self, stamp_ns: int) -> bool:
         gate = self.cfg.node.keyframe
@@ -160,10 +221,9 @@ class NodeCore:
         diag.frames_received += 1
         reset = False
         if self._last_stamp is not None and frame.stamp_ns < self._last_stamp:
-            log.warning('time jumped backwards (%d -> %d ns): resetting the sequence buffer',
-                        self._last_stamp, frame.stamp_ns)
-            self.reset()
-            self._last_kf_stamp = None
+            log.warning('time jumped backwards (%d -> %d ns): new session, resetting the '
+                        'sequence buffer', self._last_stamp, frame.stamp_ns)
+            self._new_session()
             reset = True
         self._last_stamp = frame.stamp_ns
         if not self._is_keyframe(frame.stamp_ns):
@@ -177,100 +237,86 @@ class NodeCore:
         data = frame.image if frame.image is not None else frame.descriptor
         descriptor = self.encoder.encode([data])[0]
         encoded = time.perf_counter()
-        if self.mode == 'localization':
-            result = self._localize(frame, descriptor)
-        else:
-            result = self._slam(frame, descriptor)
+        self._last_distances = None
+        hypothesis, closures = self._match(frame, descriptor)
+        rejected: tuple = ()
+        if self.verification is not None:
+            closures, rejected = self.verification.collect()
+            diag.loop_closures_rejected += len(rejected)
+            diag.extra.update(self.verification.stage.diagnostics())
         done = time.perf_counter()
         diag.last_encode_ms = 1e3 * (encoded - started)
         diag.last_match_ms = 1e3 * (done - encoded)
-        diag.buffer_fill = min(self.stream.num_frames, diag.sequence_length)
-        diag.map_size = self.stream.num_references
-        hypothesis, closures = result
+        assert self.matcher is not None and self.store is not None
+        diag.buffer_fill = min(self.matcher.num_frames, diag.sequence_length)
+        diag.map_size = len(self.store)
         diag.hypotheses += hypothesis is not None
         diag.loop_closures += len(closures)
-        return StepResult(frame.stamp_ns, True, hypothesis, tuple(closures), reset,
-                          diag.last_encode_ms, diag.last_match_ms)
+        return StepResult(frame.stamp_ns, True, hypothesis, closures, reset,
+                          diag.last_encode_ms, diag.last_match_ms,
+                          self._last_distances if self.record_distances else None,
+                          rejected)
 
-    # ---------------------------------------------------------------------------- modes
-    def _candidates(self, distances: np.ndarray, stamps: np.ndarray,
-                    poses: np.ndarray | None) -> tuple[Candidate, ...]:
-        finite = np.flatnonzero(np.isfinite(distances))
-        if not len(finite):
-            return ()
-        k = min(self.cfg.matching.top_k, len(finite))
-        top = finite[np.argpartition(distances[finite], k - 1)[:k]]
-        top = top[np.argsort(distances[top], kind='stable')]
-        scores = distinctiveness(distances, distances[top])
-        return tuple(
-            Candidate(int(i), int(stamps[i]), float(distances[i]), float(s),
-                      Pose(*poses[i]) if poses is not None and np.all(np.isfinite(poses[i]))
-                      else None)
-            for i, s in zip(top, scores))
-
-    def _localize(self, frame: Frame, descriptor: np.ndarray):
-        distances = self.stream.push(descriptor, self._segment)
-        if distances is None:
-            return None, []
-        candidates = self._candidates(distances, self._ref_stamps, self._ref_poses)
-        return PlaceHypothesis(self._keyframe_index, frame.stamp_ns, candidates), []
-
-    def _slam(self, frame: Frame, descriptor: np.ndarray):
-        if not self._kf_descriptors and self.stream.num_references == 0:
-            self.stream = self._empty_stream(len(descriptor))  # dimension known now
-        distances = self.stream.push(descriptor, self._segment, append=True)
+    # ---------------------------------------------------------------------------- stages
+    def _match(self, frame: Frame, descriptor: np.ndarray) -> Decision:
+        """Store/matcher, then decisions."""
+        if self.store is None:  # slam: the descriptor dimension is known now
+            self._open(KeyframeStore(len(descriptor), self.cfg.node.keyframe.max_keyframes))
+        assert self.store is not None and self.matcher is not None
+        distances = self.matcher.push(descriptor, self._segment)
+        self._last_distances = distances
+        if not isinstance(self.store, KeyframeStore):
+            if distances is None:
+                return None, ()
+            return place_hypothesis(self._keyframe_index, frame.stamp_ns, distances,
+                                    self.store, self.cfg.matching.top_k,
+                                    self.calibration), ()
+        decision: Decision = (None, ())
+        if self.verification is not None:
+            self.verification.add_keyframe(self._keyframe_index, frame.image)
+        if distances is not None and len(distances):
+            query = QueryKeyframe(self._keyframe_index, frame.stamp_ns, self._session,
+                                  self._path.total_m if self._odom_pose is not None else None)
+            decision = self._decider.step(distances, self.store, query,
+                                          self.cfg.node.loop_closure, self.cfg.matching.top_k,
+                                          self.calibration)
+            if self.verification is not None and decision[1]:
+                assert decision[0] is not None
+                for closure in decision[1]:
+                    self.verification.submit(closure, decision[0])
+                decision = (decision[0], ())  # published once verified
         pose = self._odom_pose if self._odom_pose is not None else frame.pose
-        self._kf_descriptors.append(descriptor)
-        self._kf_stamps.append(frame.stamp_ns)
-        self._kf_poses.append(pose.as_array() if pose is not None else None)
-        self._kf_segments.append(self._segment)
-        self._kf_path_m.append(self._path.total_m)
-        if distances is None or not len(distances):
-            return None, []
-        n = len(distances)
-        lc = self.cfg.node.loop_closure
-        stamps = np.asarray(self._kf_stamps[:n], np.int64)
-        masked = distances.copy()
-        masked[stamps > frame.stamp_ns - int(lc.exclude_recent_s * 1e9)] = np.inf
-        if lc.exclude_recent_m > 0 and self._odom_pose is not None:  # metres need odometry
-            path = np.asarray(self._kf_path_m[:n])
-            masked[path > self._path.total_m - lc.exclude_recent_m] = np.inf
-        have_poses = all(p is not None for p in self._kf_poses[:n])
-        poses = np.stack(self._kf_poses[:n]) if have_poses and n else None
-        candidates = self._candidates(masked, stamps, poses)
-        hypothesis = PlaceHypothesis(self._keyframe_index, frame.stamp_ns, candidates)
-        best = hypothesis.best
-        if best is None or (lc.max_distance > 0 and best.distance > lc.max_distance) or \
-                best.score < lc.min_score:
-            self._streak, self._last_match = 0, None
-            return hypothesis, []
-        consistent = self._last_match is not None and \
-            abs(best.ref_index - (self._last_match + 1)) <= lc.streak_tolerance
-        self._streak = self._streak + 1 if consistent else 1
-        self._last_match = best.ref_index
-        if self._streak < lc.min_streak:
-            return hypothesis, []
-        closure = LoopClosure(self._keyframe_index, frame.stamp_ns, best.ref_index,
-                              best.ref_stamp_ns, best.distance, best.score, self._streak)
-        return hypothesis, [closure]
+        if self.store.append(descriptor, frame.stamp_ns, pose, self._segment, self._session,
+                             self._path.total_m):
+            self.matcher.appended()
+        else:
+            self.diagnostics.keyframes_not_stored += 1
+        return decision
 
     # ---------------------------------------------------------------------------- map
     def keyframe_map(self) -> ReferenceMap:
-        """The slam mode's keyframes as a reference map."""
-        if self.mode != 'slam':
-            raise MapError('the reference map is read-only in localization mode')
-        if not self._kf_descriptors:
+        """The slam mode's keyframes as a reference map (with the method's map-side data).
+
+        Raises:
+            MapError: localization mode (the map is read-only), or no keyframes yet.
+        """
+        if not isinstance(self.store, KeyframeStore):
+            if self.mode != 'slam':
+                raise MapError('the reference map is read-only in localization mode')
             raise MapError('no keyframes yet: nothing to save')
-        descriptors = np.stack(self._kf_descriptors).astype(np.float32)
-        have = all(p is not None for p in self._kf_poses)
-        run = EncodedRun(descriptors, np.asarray(self._kf_stamps, np.int64),
-                         np.stack(self._kf_poses) if have else None,  # type: ignore[arg-type]
-                         np.asarray(self._kf_segments, np.int64))
+        run = self.store.as_run()
+        extra = {}
+        pre = self.method.precompute(run)
+        if pre is not None:
+            extra['sequence_descriptors'] = pre.info
         manifest = make_manifest(self.encoder.settings(), self.cfg.sequence.length, 'slam',
-                                 self.cfg.map.dtype, len(run), descriptors.shape[1],
-                                 config=to_dict(self.cfg))
-        return ReferenceMap(run, manifest)
+                                 self.cfg.map.dtype, len(run), run.descriptors.shape[1],
+                                 config=to_dict(self.cfg), **extra)
+        return ReferenceMap(run, manifest, None if pre is None else pre.descriptors)
 
     def save_map(self, path: str | Path) -> Path:
         """Write the slam keyframe map atomically (``~/save_map``)."""
         return save_map(self.keyframe_map(), path)
+
+
+__all__ = ['NodeCore']

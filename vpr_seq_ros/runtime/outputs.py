@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from vpr_seq_ros.types import Pose
 
@@ -18,6 +23,8 @@ class Candidate:
         score: distinctiveness of the match: how many standard deviations its distance lies
             below the mean distance over all reference anchors (higher is better, >= 0).
         pose: the reference pose, when the map has poses.
+        confidence: calibrated probability that the match is right (``node.calibration``),
+            NaN without a calibration.
     """
 
     ref_index: int
@@ -25,6 +32,7 @@ class Candidate:
     distance: float
     score: float
     pose: Pose | None = None
+    confidence: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,10 @@ class LoopClosure:
     distance: float
     score: float
     streak: int
+    verification: Any = field(default=None, compare=False, repr=False)
+    """The geometric verification that accepted it (a
+    :class:`vpr_seq_ros.verification.geometry.Verification`: inliers, relative rotation and
+    translation, covariance), or None when verification is off."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,10 @@ class StepResult:
         reset: the sequence buffer was reset before this frame (time jump backwards).
         encode_ms: encoder time for this frame.
         match_ms: matching time for this frame.
+        distances: ``(N,)`` distance of every reference anchor (inf where none), only when
+            the core records them (``NodeCore.record_distances``, for replay's plot).
+        rejected: loop closures that geometric verification turned down at this step
+            (:class:`vpr_seq_ros.runtime.verify.Rejected`).
     """
 
     stamp_ns: int
@@ -75,11 +91,19 @@ class StepResult:
     reset: bool = False
     encode_ms: float = 0.0
     match_ms: float = 0.0
+    distances: np.ndarray | None = field(default=None, compare=False, repr=False)
+    rejected: tuple[Any, ...] = ()
 
 
 @dataclass
 class Diagnostics:
-    """Counters and gauges the node reports on ``/diagnostics``."""
+    """Counters and gauges the node reports on ``/diagnostics``.
+
+    ``map_size`` is the number of references (map frames, or keyframes stored in slam mode);
+    ``keyframes_not_stored`` counts slam keyframes matched but not stored because the store
+    reached ``node.keyframe.max_keyframes``; ``sessions`` counts time sessions (1 + backwards
+    time jumps).
+    """
 
     frames_received: int = 0
     keyframes: int = 0
@@ -89,11 +113,14 @@ class Diagnostics:
     resets: int = 0
     hypotheses: int = 0
     loop_closures: int = 0
+    loop_closures_rejected: int = 0
     last_encode_ms: float = 0.0
     last_match_ms: float = 0.0
     buffer_fill: int = 0
     sequence_length: int = 0
     map_size: int = 0
+    keyframes_not_stored: int = 0
+    sessions: int = 1
     extra: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vpr_seq_ros.config import SourceConfig
 from vpr_seq_ros.errors import SourceError
-from vpr_seq_ros.sources.base import FrameSource
+from vpr_seq_ros.sources.base import DropReason, FrameSource, format_dropped
 
 BAG_SUFFIXES = ('.bag', '.db3', '.mcap')
 
@@ -45,4 +45,4 @@ def open_source(path: str | Path, cfg: SourceConfig | None = None,
     raise SourceError(f'source {path} is neither an image folder nor a .npy descriptor file')
 
 
-__all__ = ['FrameSource', 'open_source']
+__all__ = ['DropReason', 'FrameSource', 'format_dropped', 'open_source']

@@ -19,8 +19,8 @@ What a frame gets, and which frames are kept:
   same stamp as an earlier one are dropped as duplicates.
 * **Poses** are interpolated to the frame stamps: linearly for the position, along the shorter
   arc for the yaw. There is no extrapolation: frames before the first or after the last pose
-  sample, or between two samples more than ``max_pose_gap_s`` apart, are dropped (counted in
-  :attr:`BagSource.num_dropped_no_pose` and logged), so every yielded frame has a pose.
+  sample, or between two samples more than ``max_pose_gap_s`` apart, are dropped (counted by
+  reason in :meth:`BagSource.dropped` and logged), so every yielded frame has a pose.
 * **Yaw** comes from the orientation quaternion (rotation about z). A NavSatFix has no
   orientation: its yaw is the heading of travel in the local east-north-up frame (0 = east,
   counter-clockwise positive), from the fixes before and after each fix, held across stops;
@@ -36,8 +36,10 @@ What a frame gets, and which frames are kept:
   live node gates by odometry (:class:`vpr_seq_ros.conversions.PathLength`); the first frame of
   every segment is kept.
 * **Malformed images** (undeserialisable messages, bad step/size/encoding, empty or
-  compressedDepth payloads) are skipped, counted in :attr:`BagSource.num_dropped_malformed` and
-  logged once as a summary.
+  compressedDepth payloads) are skipped, counted and logged once as a summary.
+
+Every frame left out is counted with its reason (:meth:`BagSource.dropped`, one line:
+:meth:`BagSource.dropped_line`).
 
 The bag is read twice: a first pass when the source is opened checks every image message's
 fields (no pixel decoding) and reads the poses, so that ``len()`` is known before iteration;
@@ -61,7 +63,7 @@ from vpr_seq_ros.conversions import PathLength, stamp_to_ns, yaw_from_quaternion
 from vpr_seq_ros.errors import DecodeError, SourceError
 from vpr_seq_ros.messages.images import (check_compressed, check_image, decode_compressed,
                                          decode_image)
-from vpr_seq_ros.sources.base import FrameSource
+from vpr_seq_ros.sources.base import DropReason, FrameSource, format_dropped
 from vpr_seq_ros.types import Frame, Pose
 
 log = logging.getLogger(__name__)
@@ -309,11 +311,11 @@ class BagSource(FrameSource):
         geo_origin: ``(lat_deg, lon_deg, alt_m)`` the NavSatFix fixes were converted about, or
             None when the poses are not from a NavSatFix topic.
         num_messages: image messages on the topic.
-        num_dropped_malformed: image messages that could not be read or decoded.
-        num_dropped_duplicate: frames dropped for repeating an earlier stamp.
-        num_dropped_no_pose: frames dropped for lying outside the poses' time span or in a gap.
-        num_skipped_keyframe: frames skipped by keyframe gating.
         num_segments: segments among the kept frames.
+
+    The frames left out are counted by reason in :meth:`dropped`; ``num_dropped_malformed``,
+    ``num_dropped_duplicate``, ``num_dropped_no_pose`` (all three pose reasons) and
+    ``num_skipped_keyframe`` read the same counts.
     """
 
     input_kind = 'image'
@@ -359,10 +361,7 @@ class BagSource(FrameSource):
         self.image_type = ''
         self.pose_type: str | None = None
         self.num_messages = 0
-        self.num_dropped_malformed = 0
-        self.num_dropped_duplicate = 0
-        self.num_dropped_no_pose = 0
-        self.num_skipped_keyframe = 0
+        self._dropped: Counter[str] = Counter()
         self.num_segments = 0
         self._plan = self._scan()
 
@@ -394,7 +393,7 @@ class BagSource(FrameSource):
         finally:
             reader.close()
         self.num_messages = len(records) + sum(reasons.values())
-        self.num_dropped_malformed = sum(reasons.values())
+        self._dropped[DropReason.MALFORMED.value] = sum(reasons.values())
         if reasons:
             summary = '; '.join(f'{n} x {why}' for why, n in reasons.most_common(3))
             log.warning('%s: skipped %d of %d image messages on %s as malformed (%s)',
@@ -407,13 +406,11 @@ class BagSource(FrameSource):
         if not plan:
             raise SourceError(
                 f'bag {self.path}: no frame of {self.image_topic} is left: '
-                f'{self.num_dropped_no_pose} lie outside the time span of the poses on '
-                f'{self.pose_topic} (or in gaps longer than {self.max_pose_gap_ns / 1e9:g} s)')
-        log.info('%s: %d frames from %d image messages on %s in %d segment(s); dropped %d '
-                 'malformed, %d duplicate stamps, %d without pose; %d skipped by keyframe '
-                 'gating', self.path, len(plan), self.num_messages, self.image_topic,
-                 self.num_segments, self.num_dropped_malformed, self.num_dropped_duplicate,
-                 self.num_dropped_no_pose, self.num_skipped_keyframe)
+                f'{self.dropped_line()}. Check that {self.pose_topic} covers the time of the '
+                'images')
+        log.info('%s: %d frames from %d image messages on %s in %d segment(s); left out: %s',
+                 self.path, len(plan), self.num_messages, self.image_topic, self.num_segments,
+                 self.dropped_line())
         return plan
 
     def _first_pass(self, reader: Any, check: Callable[[Any], None]
@@ -514,7 +511,7 @@ class BagSource(FrameSource):
         ordinals, stamps, epoch = ordinals[order], stamps[order], epoch[order]
         keep = np.ones(stamps.size, bool)
         keep[1:] = (stamps[1:] != stamps[:-1]) | (epoch[1:] != epoch[:-1])
-        self.num_dropped_duplicate = int((~keep).sum())
+        self._dropped[DropReason.DUPLICATE_STAMP.value] = int((~keep).sum())
         if self.num_dropped_duplicate:
             log.warning('%s: dropped %d image messages that repeat an earlier stamp', self.path,
                         self.num_dropped_duplicate)
@@ -529,7 +526,11 @@ class BagSource(FrameSource):
                             'interpolated by stamp across all segments', self.path)
             pose_rows, valid = interpolate_poses(poses[0], poses[1], stamps,
                                                  self.max_pose_gap_ns)
-            self.num_dropped_no_pose = int((~valid).sum())
+            before = ~valid & (stamps < poses[0][0])
+            after = ~valid & (stamps > poses[0][-1])
+            self._dropped[DropReason.NO_POSE_YET.value] = int(before.sum())
+            self._dropped[DropReason.AFTER_LAST_POSE.value] = int(after.sum())
+            self._dropped[DropReason.POSE_GAP.value] = int((~valid & ~before & ~after).sum())
             if self.num_dropped_no_pose:
                 log.info('%s: dropped %d frames outside the time span of the poses on %s (or '
                          'in gaps longer than %g s)', self.path, self.num_dropped_no_pose,
@@ -557,7 +558,7 @@ class BagSource(FrameSource):
                     path.mark()
                 else:
                     kept[i] = False
-            self.num_skipped_keyframe = int((~kept).sum())
+            self._dropped[DropReason.KEYFRAME_GATING.value] = int((~kept).sum())
         segments = segments[kept]
         segments = np.concatenate([[0], np.cumsum(np.diff(segments) != 0)]) if segments.size \
             else segments
@@ -569,6 +570,33 @@ class BagSource(FrameSource):
         return plan
 
     # --- the FrameSource contract ---
+
+    @property
+    def num_dropped_malformed(self) -> int:
+        """Image messages that could not be read or decoded."""
+        return self._dropped[DropReason.MALFORMED.value]
+
+    @property
+    def num_dropped_duplicate(self) -> int:
+        """Frames dropped for repeating an earlier stamp."""
+        return self._dropped[DropReason.DUPLICATE_STAMP.value]
+
+    @property
+    def num_dropped_no_pose(self) -> int:
+        """Frames dropped for lying outside the poses' time span or in a gap."""
+        return sum(self._dropped[r.value] for r in (DropReason.NO_POSE_YET,
+                                                    DropReason.AFTER_LAST_POSE,
+                                                    DropReason.POSE_GAP))
+
+    @property
+    def num_skipped_keyframe(self) -> int:
+        """Frames skipped by keyframe gating."""
+        return self._dropped[DropReason.KEYFRAME_GATING.value]
+
+    def dropped_line(self) -> str:
+        """The frames left out, in one line that names the pose topic and the settings."""
+        return format_dropped(self.dropped(), self.pose_topic, self.max_pose_gap_ns / 1e9,
+                              self.keyframe_distance_m)
 
     def __len__(self) -> int:
         return len(self._plan)
@@ -633,7 +661,7 @@ class BagSource(FrameSource):
     def _drop_late(self, failures: list[tuple[int, str]]) -> None:
         """Forget frames that passed the first pass but failed to decode; correct ``len()``."""
         bad = {ordinal for ordinal, _ in failures}
-        self.num_dropped_malformed += len(bad)
+        self._dropped[DropReason.MALFORMED.value] += len(bad)
         plan = [p for p in self._plan if p.ordinal not in bad]
         segments = [p.segment for p in plan]
         renumbered = np.concatenate([[0], np.cumsum(np.diff(segments) != 0)]) if plan else []

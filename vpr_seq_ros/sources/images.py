@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -10,13 +11,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vpr_seq_ros.errors import SourceError
-from vpr_seq_ros.sources.base import FrameSource
+from vpr_seq_ros.sources.base import DropReason, FrameSource, format_dropped
 from vpr_seq_ros.sources.sidecar import SIDECAR_NAME, SidecarRow, read_sidecar
 from vpr_seq_ros.types import Frame
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp')
+OTHER_IMAGE_SUFFIXES = ('.gif', '.heic', '.heif', '.avif', '.jp2', '.jxl', '.exr', '.dng',
+                        '.raw', '.cr2', '.nef', '.arw', '.svg')
+"""Image formats an image folder does not read: such files are left out and counted."""
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -38,7 +42,9 @@ class ImageFolderSource(FrameSource):
     """Frames from the image files of one folder, in file-name order.
 
     Stamps, poses and segments come from a side table (``frames.csv`` in the folder, or the
-    ``poses`` argument); without stamps they are synthesised as ``i * 1e9 / rate_hz``.
+    ``poses`` argument); without stamps they are synthesised as ``i * 1e9 / rate_hz``. Files of
+    an image format not in :data:`IMAGE_SUFFIXES` (``.gif``, ``.heic``, ...) are left out and
+    counted in :meth:`dropped`; other files (notes, the side table) are not frames.
     """
 
     input_kind = 'image'
@@ -51,9 +57,20 @@ class ImageFolderSource(FrameSource):
             raise SourceError(f'image folder {self.folder} does not exist')
         self.files = sorted(p for p in self.folder.iterdir()
                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        others = sorted(p for p in self.folder.iterdir()
+                        if p.suffix.lower() in OTHER_IMAGE_SUFFIXES and p.is_file())
+        self._dropped: Counter[str] = Counter({DropReason.UNSUPPORTED_FORMAT.value:
+                                               len(others)})
+        self._other_formats = ', '.join(sorted({p.suffix.lower() for p in others}))
         if not self.files:
+            found = f'; it holds {len(others)} {self._other_formats} file(s): convert them' \
+                if others else ''
             raise SourceError(f'image folder {self.folder} holds no images '
-                              f'({", ".join(IMAGE_SUFFIXES)})')
+                              f'({", ".join(IMAGE_SUFFIXES)}){found}')
+        if others:
+            log.warning('%s: left out %d file(s) of an unsupported image format (%s); convert '
+                        'them to PNG or JPEG to use them', self.folder, len(others),
+                        self._other_formats)
         table_path = Path(poses) if poses else self.folder / SIDECAR_NAME
         self.table: dict[str, SidecarRow] = {}
         if poses or table_path.is_file():
@@ -77,6 +94,10 @@ class ImageFolderSource(FrameSource):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def dropped_line(self) -> str:
+        """The files left out, in one line that names their formats."""
+        return format_dropped(self.dropped(), formats=self._other_formats)
 
     @property
     def has_poses(self) -> bool:

@@ -5,23 +5,35 @@ A run folder holds::
 
     config.yaml        the resolved training configuration
     manifest.yaml      the resolved manifest (absolute paths)
-    command.txt        every command line that wrote to this folder (one per line)
+    command.txt        the command lines that trained the model, one per attempt
     history.json       one summary per finished epoch
     best.pt            the selected model: a vpr_seq_ros checkpoint (the returned path)
     last.pt            the model after the last finished epoch: a vpr_seq_ros checkpoint
     train_state.pt     everything needed to resume (model, optimisers, schedule, epoch, best)
+
+An *attempt* is one call of a trainer (one command). The folder records an attempt only once it
+has finished an epoch (or, resumed with nothing left to train, written the selected model), so
+an attempt that fails before, such as a wrong path in the manifest, leaves no trace that could
+be mistaken for the run's. ``command.txt`` lists every recorded attempt, the first ones carried
+over from the resumed state when a run continues in a new folder: a comment line (the epochs it
+trained, when and in which folder it started, what it resumed) and the command line. Each
+checkpoint carries the same records in its ``commands`` metadata: exactly the attempts that
+trained its weights (for ``best.pt``, those up to the selected epoch).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import datetime as _dt
 import json
 import logging
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -172,7 +184,9 @@ def start_run(cfg: Any, kind: str, resume: str | Path | None,
     config = to_dict(cfg)
     state = load_state(resume, kind, config) if resume is not None else None
     run = RunFolder(cfg.output_dir)
-    run.start(config, plain(manifest), command_line, resuming=state is not None)
+    run.start(config, plain(manifest), command_line, resuming=state is not None,
+              previous=state.get('commands', ()) if state is not None else (),
+              resumed_from=state['path'] if state is not None else None)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
     return RunStart(manifest, config, state, run, device)
@@ -199,13 +213,16 @@ def close_epoch(run: RunFolder, kind: str, model: Any, state_tensors: dict[str, 
     from vpr_seq_ros.models.checkpoints import save_checkpoint
 
     history.append(summary.as_dict())
+    run.record(summary.epoch)
     epoch_meta = {**meta, 'epoch': summary.epoch,
-                  'val_recall_at': {str(k): v for k, v in summary.recalls.items()}}
+                  'val_recall_at': {str(k): v for k, v in summary.recalls.items()},
+                  'commands': run.commands()}
     if summary.best:
         save_checkpoint(run.best, kind, model.state_dict(), **epoch_meta)
     save_checkpoint(run.last, kind, model.state_dict(), **epoch_meta,
                     train_state=run.state.name)
-    save_state(run.state, kind, summary.epoch, config, state_tensors, best, history)
+    save_state(run.state, kind, summary.epoch, config, state_tensors, best, history,
+               commands=run.commands())
     run.write_history(history)
     log.info('%s', summary.line())
     callbacks.epoch_end(summary)
@@ -217,7 +234,8 @@ def finish_run(run: RunFolder, kind: str, model: Any, meta: dict[str, Any]) -> P
     from vpr_seq_ros.models.checkpoints import save_checkpoint
 
     if not run.best.is_file():
-        save_checkpoint(run.best, kind, model.state_dict(), **meta)
+        run.record(None)
+        save_checkpoint(run.best, kind, model.state_dict(), **meta, commands=run.commands())
     return run.best
 
 
@@ -255,6 +273,21 @@ def plain(value: Any) -> Any:
     return value
 
 
+def format_commands(attempts: Sequence[Mapping[str, Any]]) -> str:
+    """``command.txt``: per attempt a comment line (epochs, start, folder, what it resumed)
+    and the command line."""
+    lines = []
+    for attempt in attempts:
+        epochs = list(attempt.get('epochs') or [])
+        what = (f'epochs {epochs[0]}-{epochs[1]}' if epochs and epochs[0] != epochs[1] else
+                f'epoch {epochs[0]}' if epochs else 'no epoch left to train')
+        if attempt.get('resumed_from'):
+            what += f', resumed from {attempt["resumed_from"]}'
+        lines.append(f'# {what}; started {attempt.get("started_utc")} in {attempt.get("cwd")}')
+        lines.append(str(attempt.get('command')))
+    return '\n'.join(lines) + '\n' if lines else ''
+
+
 def _yaml_bytes(data: Any) -> bytes:
     return yaml.safe_dump(data, sort_keys=False).encode()
 
@@ -268,10 +301,25 @@ class RunFolder:
         self.last = self.path / LAST_NAME
         self.state = self.path / STATE_NAME
         self.history = self.path / 'history.json'
+        self.command_file = self.path / 'command.txt'
+        self._previous: list[dict[str, Any]] = []
+        self._attempt: dict[str, Any] | None = None
+        self._files: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        self._recorded = False
 
     def start(self, config: dict[str, Any], manifest: dict[str, Any],
-              command_line: str | None, resuming: bool = False) -> None:
-        """Create the folder and record the configuration, manifest and command line.
+              command_line: str | None, resuming: bool = False,
+              previous: Sequence[Mapping[str, Any]] = (),
+              resumed_from: str | None = None) -> None:
+        """Create the folder and begin an attempt; nothing is recorded until :meth:`record`.
+
+        Args:
+            config: the resolved configuration (written to ``config.yaml``).
+            manifest: the resolved manifest (written to ``manifest.yaml``).
+            command_line: this attempt's command (default: this process's ``sys.argv``).
+            resuming: whether the attempt continues a run (from its training state).
+            previous: the attempts recorded in that state.
+            resumed_from: the state file it continues.
 
         Raises:
             ConfigError: a new run would overwrite the run already in the folder.
@@ -280,10 +328,36 @@ class RunFolder:
             raise ConfigError(f'{self.path} already holds a training run; continue it with '
                               f'--resume {self.path}, or write the new run elsewhere (--out)')
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path / 'config.yaml', lambda h: h.write(_yaml_bytes(config)))
-        atomic_write(self.path / 'manifest.yaml', lambda h: h.write(_yaml_bytes(manifest)))
-        with open(self.path / 'command.txt', 'a') as handle:
-            handle.write((command_line or default_command_line()) + '\n')
+        self._files = (config, manifest)
+        self._previous = [dict(a) for a in previous]
+        self._attempt = {
+            'command': command_line or default_command_line(), 'cwd': os.getcwd(),
+            'started_utc': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
+            'epochs': [], 'resumed_from': resumed_from}
+        self._recorded = False
+
+    def commands(self) -> list[dict[str, Any]]:
+        """The recorded attempts (a copy): ``command``, ``cwd``, ``started_utc``, ``epochs``
+        (``[first, last]`` trained, 1-based; empty when none) and ``resumed_from``."""
+        current = [self._attempt] if self._recorded and self._attempt is not None else []
+        return copy.deepcopy(self._previous + current)
+
+    def record(self, epoch: int | None) -> None:
+        """Count a finished epoch (None: no epoch, but a model was written) as this attempt's;
+        on the attempt's first record also write ``config.yaml`` and ``manifest.yaml``; rewrite
+        ``command.txt``."""
+        if self._attempt is None:
+            raise ConfigError('RunFolder.record before start')
+        if not self._recorded:
+            config, manifest = self._files
+            atomic_write(self.path / 'config.yaml', lambda h: h.write(_yaml_bytes(config)))
+            atomic_write(self.path / 'manifest.yaml', lambda h: h.write(_yaml_bytes(manifest)))
+            self._recorded = True
+        if epoch is not None:
+            epochs = self._attempt['epochs']
+            self._attempt['epochs'] = [epochs[0] if epochs else int(epoch), int(epoch)]
+        text = format_commands(self.commands())
+        atomic_write(self.command_file, lambda h: h.write(text.encode()))
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """Rewrite ``history.json``."""
@@ -296,7 +370,8 @@ class RunFolder:
 
 def save_state(path: Path, kind: str, epoch: int, config: dict[str, Any],
                tensors: dict[str, Any], best: dict[str, Any] | None,
-               history: list[dict[str, Any]]) -> Path:
+               history: list[dict[str, Any]],
+               commands: Sequence[Mapping[str, Any]] = ()) -> Path:
     """Write the resumable training state atomically.
 
     Args:
@@ -307,11 +382,13 @@ def save_state(path: Path, kind: str, epoch: int, config: dict[str, Any],
         tensors: state dicts by name (``model``, ``optimizer``, ...).
         best: ``{'epoch': e, 'score': [..]}`` of the selected model, or None.
         history: the epoch summaries so far.
+        commands: the attempts that trained the state (:meth:`RunFolder.commands`).
     """
     import torch
 
     payload = {'format': STATE_FORMAT, 'version': STATE_VERSION, 'kind': kind, 'epoch': epoch,
-               'config': config, 'best': best, 'history': history, **tensors}
+               'config': config, 'best': best, 'history': history,
+               'commands': [dict(c) for c in commands], **tensors}
 
     def write(handle: Any) -> None:
         torch.save(payload, handle)
@@ -407,6 +484,7 @@ def epoch_rng(seed: int, epoch: int, *extra: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, *extra])
 
 
-__all__ = ['EpochSummary', 'RunFolder', 'TrainCallbacks', 'epoch_rng', 'load_state', 'plain',
+__all__ = ['EpochSummary', 'RunFolder', 'TrainCallbacks', 'epoch_rng', 'format_commands',
+           'load_state', 'plain',
            'recall_at', 'resolve_device', 'resolve_state_path', 'save_state', 'seed_everything',
            'selection_score']

@@ -257,19 +257,39 @@ def _relative_to(path: str, base: Path) -> str:
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read a manifest YAML file; relative paths in it are relative to its folder.
+    """Read a manifest YAML file; relative paths in it (traverses and their frame tables) are
+    relative to the folder of the file, whatever the current folder, and every one must exist.
 
     Raises:
-        ConfigError: unreadable file, unknown keys, bad values, overlapping splits.
+        ConfigError: unreadable file, unknown keys, bad values, overlapping splits, a traverse
+            or frame table that does not exist (named as written and as resolved).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f'manifest {path} does not exist; set data.manifest to the YAML file '
                           'that lists the traverses (see config/training/)')
+    folder = path.resolve().parent
+    data = _read_yaml(path)
     try:
-        return manifest_from_dict(_read_yaml(path), path.resolve().parent)
+        manifest = manifest_from_dict(data, folder)
     except ConfigError as err:
         raise ConfigError(f'manifest {path}: {err}') from err
+    written = {t.get('name'): t for t in data.get('traverses') or () if isinstance(t, Mapping)}
+    for traverse in manifest.traverses:
+        raw = written.get(traverse.name, {})
+        checks = [('path', traverse.path, raw.get('path'))]
+        if traverse.source.poses:
+            checks.append(('source.poses', traverse.source.poses,
+                           (raw.get('source') or {}).get('poses')))
+        for key, resolved, given in checks:
+            if not Path(resolved).exists():
+                relative = given is not None and not Path(str(given)).expanduser().is_absolute()
+                where = f' (relative paths are taken from the folder of the manifest, {folder})' \
+                    if relative else ''
+                raise ConfigError(f'manifest {path}: traverse {traverse.name}: {key} '
+                                  f'{given if given is not None else resolved!r} does not exist'
+                                  f'{where}: {resolved}. Fix the path in the manifest.')
+    return manifest
 
 
 __all__ = ['GroundTruthSpec', 'Manifest', 'SplitRanges', 'TraverseSpec', 'load_manifest',

@@ -1,0 +1,132 @@
+"""Loop closures through the node's code path (``vpr-seq replay --mode slam``), before and after
+geometric verification, on runs with true revisits.
+
+* Gardens Point ``day_left`` then ``day_right``, played as one run of 400 frames: the second pass
+  revisits the first (same index = same place). Frame stamps are 1 s apart and each frame's
+  ``x`` is its place index in metres, so the radius ground truth (``--radius-m``) is "within N
+  places".
+* Nordland summer then winter (1200 + 1200 frames, 64x32): a revisit months later.
+
+Usage: ``python benchmarks/closures_replay.py [--data ../shared/data] [--only gardens,nordland]``
+Prints the command each row came from. Needs ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vpr_seq_ros.cli import main as vpr_seq
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_flags() -> str:
+    flags = set()
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('flags'):
+                flags.update(line.split(':', 1)[1].split())
+                break
+    except OSError:
+        return 'unknown'
+    wanted = sorted(f for f in flags if f in ('avx2', 'fma') or f.startswith(('avx512', 'amx')))
+    return ' '.join(wanted) or 'none of avx2/avx512/amx'
+
+
+def two_pass_run(folder: Path, first: Path, second: Path, suffix: str) -> Path:
+    """One run: the frames of ``first`` then those of ``second`` (symlinks) with a frames.csv
+    whose x is each frame's place index."""
+    folder.mkdir(parents=True)
+    rows = []
+    for pass_, src in enumerate((first, second)):
+        names = sorted(p.name for p in src.iterdir() if p.suffix == suffix)
+        for place, name in enumerate(names):
+            link = folder / f'{pass_}_{name}'
+            os.symlink(src / name, link)
+            rows.append({'name': link.name, 'stamp_ns': (len(rows) + 1) * 1_000_000_000,
+                         'x': float(place), 'y': 0.0})
+    with open(folder / 'frames.csv', 'w', newline='') as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def replay_row(label: str, run: Path, out: Path, args: list[str]) -> None:
+    command = ['replay', str(run), '--mode', 'slam', '--out', str(out), '--no-progress',
+               *args]
+    started = time.perf_counter()
+    code = vpr_seq(command)
+    seconds = time.perf_counter() - started
+    if code:
+        print(f'| {label} | failed (exit {code}) |')
+        return
+    report = json.loads((out / 'report.json').read_text())
+    before = report.get('before_verification')
+    after = report.get('after_verification') or {
+        'closures_scored': report.get('loop_closures_scored'), 'precision':
+        report.get('loop_closure_precision'), 'recall_of_revisits':
+        report.get('loop_closure_recall'), 'false': None}
+
+    def cells(m: dict | None) -> str:
+        if not m:
+            return '- | - | - | -'
+        p, r = m.get('precision'), m.get('recall_of_revisits')
+        return (f'{m.get("closures_scored")} | {m.get("false")} | '
+                f'{"-" if p is None else f"{p:.3f}"} | {"-" if r is None else f"{r:.3f}"}')
+
+    diag = report['diagnostics']
+    per = diag.get('verification.total_ms', 0.0) / max(diag.get('verification.verified', 0), 1)
+    print(f'| {label} | {report["keyframes"]} | {report.get("revisit_keyframes")} | '
+          f'{cells(before)} | {cells(after)} | {per:.1f} | {seconds:.0f} |')
+    print(f'|   `vpr-seq {" ".join(command)}` |')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--data', type=Path, default=ROOT.parent / 'shared' / 'data')
+    parser.add_argument('--only', default='gardens,nordland')
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        print(f'{args.data} not found: this benchmark needs the shared data', file=sys.stderr)
+        return 2
+    print(f'CPU flags: {cpu_flags()}; {os.cpu_count()} cores')
+    print('| run | keyframes | revisit keyframes | before: closures | false | precision | '
+          'recall | after: closures | false | precision | recall | ms per verification | '
+          'wall s |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    slam = str(ROOT / 'config' / 'slam.yaml')
+    common = ['--config', slam, '--preset', 'seqslam', '--keyframe-min-interval-s', '0',
+              '--exclude-recent-m', '0']
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        if 'gardens' in args.only:
+            gp = args.data / 'gardens_point_walking'
+            run = two_pass_run(tmp_path / 'gp', gp / 'day_left', gp / 'day_right', '.jpg')
+            gp_args = common + ['--exclude-recent-s', '30', '--radius-m', '2.5',
+                                '--min-score', '0', '--min-streak', '1']
+            replay_row('Gardens Point day_left + day_right, appearance only', run,
+                       tmp_path / 'gp_a', gp_args)
+            replay_row('Gardens Point day_left + day_right, verified', run,
+                       tmp_path / 'gp_v', gp_args + ['--verify'])
+        if 'nordland' in args.only:
+            nl = args.data / 'nordland_64x32'
+            run = two_pass_run(tmp_path / 'nl', nl / 'summer', nl / 'winter', '.png')
+            nl_args = common + ['--exclude-recent-s', '60', '--radius-m', '1.5',
+                                '--min-score', '0', '--min-streak', '1']
+            replay_row('Nordland summer + winter, appearance only', run, tmp_path / 'nl_a',
+                       nl_args)
+            replay_row('Nordland summer + winter, verified', run, tmp_path / 'nl_v',
+                       nl_args + ['--verify'])
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Large maps: exact against approximate search, through the node core and the map files.
+
+For each map size N and method, a structured synthetic route of 512-D unit descriptors (a
+smooth random walk: neighbours along the route look alike, as in real runs) is written as a
+map with ``vpr-seq build-map``'s code (float16 storage), with and without an approximate index;
+queries are the same route with noise at two levels. Reported per row:
+
+* node per-frame latency p50/p99 (matching only, the encoder excluded), from ``NodeCore``;
+* top-1 agreement of the approximate search with the exact one, and R@1 (same index +-2) of
+  each, at both noise levels;
+* build time, index training time, map size on disk, load time, resident memory (RSS) after
+  loading and after the queries.
+
+Each map size runs in a child process so that memory figures do not mix. A real-data row puts
+Nordland summer (64x32 patchnorm, L2-normalised) among synthetic distractors and matches
+winter against it.
+
+Usage: ``python benchmarks/scale.py [--sizes 10000,100000,1000000] [--queries 300]``.
+This machine: see the CPU line printed first. Descriptors are synthetic; no model is involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM = 512
+LENGTH = 5
+
+
+def cpu_line() -> str:
+    flags: set[str] = set()
+    model = 'unknown'
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                model = line.split(':', 1)[1].strip()
+            if line.startswith('flags'):
+                flags.update(line.split(':', 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = sorted(f for f in flags if f in ('avx2', 'fma') or f.startswith(('avx512', 'amx')))
+    return (f'CPU: {model}, {os.cpu_count()} cores, flags {" ".join(wanted) or "-"}; load '
+            f'average {os.getloadavg()[0]:.1f}')
+
+
+def rss_mib() -> float:
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS'):
+            return int(line.split()[1]) / 1024
+    return float('nan')
+
+
+def route(n: int, seed: int = 0) -> np.ndarray:
+    """A smooth random walk of unit vectors, built in blocks (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, DIM), np.float32)
+    state = rng.normal(size=DIM).astype(np.float32)
+    for lo in range(0, n, 65536):
+        m = min(65536, n - lo)
+        steps = rng.normal(size=(m, DIM)).astype(np.float32) * 0.35
+        walk = state + np.cumsum(steps, axis=0)
+        state = walk[-1]
+        block = walk + rng.normal(size=(m, DIM)).astype(np.float32) * 2.0
+        out[lo:lo + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def one_size(n: int, queries: int, out_dir: Path, methods: list[str]) -> list[dict]:
+    """All rows of one map size (runs in a child process)."""
+    from vpr_seq_ros.config import load_config
+    from vpr_seq_ros.encoders.identity import IdentityEncoder
+    from vpr_seq_ros.pipeline import build_map
+    from vpr_seq_ros.refmap import load_map
+    from vpr_seq_ros.runtime.core import NodeCore
+    from vpr_seq_ros.types import Frame
+
+    refs = route(n)
+    np.save(out_dir / 'ref.npy', refs)
+    rng = np.random.default_rng(1)
+    start = int(rng.integers(0, n - queries))
+    clean = refs[start:start + queries].copy()
+    del refs
+    noisy = {}
+    for level in (0.6, 1.2):
+        q = clean + rng.normal(size=clean.shape).astype(np.float32) * (level / np.sqrt(DIM))
+        noisy[level] = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    kind = 'ivf-flat' if n > 200_000 else 'hnsw'
+    rows = []
+    for method in methods:
+        base = {'encoder.name': 'npy', 'matching.method': method,
+                'sequence.length': LENGTH, 'matching.top_k': 5, 'map.dtype': 'float16',
+                'encoder.batch_size': 4096}
+        approx = {**base, 'matching.index.kind': kind, 'matching.index.nprobe': 16,
+                  'matching.index.candidates': 16}
+        started = time.perf_counter()
+        path = build_map(out_dir / 'ref.npy', load_config(overrides=approx),
+                         out_dir / f'{method}.npz', overwrite=True)
+        build_s = time.perf_counter() - started
+        size_mib = path.stat().st_size / 2**20
+        started = time.perf_counter()
+        refmap = load_map(path)
+        load_s = time.perf_counter() - started
+        info = refmap.manifest.get('index') or {}
+        results: dict[str, dict] = {}
+        for label, overrides in (('exact', base), (kind, approx)):
+            cfg = load_config(overrides=overrides)
+            per_level = {}
+            for level, q in noisy.items():
+                core = NodeCore(cfg, IdentityEncoder(), refmap)
+                lat, top1 = [], []
+                for j in range(len(q)):
+                    step = core.on_frame(Frame(index=j, stamp_ns=(j + 1) * 10**8,
+                                               descriptor=q[j]))
+                    lat.append(step.match_ms)
+                    h = step.hypothesis
+                    top1.append(h.best.ref_index if h is not None and h.best else -1)
+                top1 = np.asarray(top1)
+                truth = start + np.arange(len(q))
+                counted = np.arange(len(q)) >= LENGTH - 1
+                per_level[level] = {
+                    'p50': float(np.percentile(lat[LENGTH:], 50)),
+                    'p99': float(np.percentile(lat[LENGTH:], 99)),
+                    'top1': top1, 'r1': float(np.mean(np.abs(top1 - truth)[counted] <= 2))}
+            results[label] = per_level
+        for level in noisy:
+            ex, ap = results['exact'][level], results[kind][level]
+            counted = slice(LENGTH - 1, None)
+            rows.append({
+                'N': n, 'method': method, 'noise': level, 'index': kind,
+                'exact_p50_ms': ex['p50'], 'exact_p99_ms': ex['p99'],
+                'approx_p50_ms': ap['p50'], 'approx_p99_ms': ap['p99'],
+                'agreement': float(np.mean(ex['top1'][counted] == ap['top1'][counted])),
+                'exact_r1': ex['r1'], 'approx_r1': ap['r1'],
+                'build_s': build_s, 'train_s': info.get('train_seconds', float('nan')),
+                'map_mib': size_mib, 'load_s': load_s, 'rss_mib': rss_mib()})
+        del refmap
+    (out_dir / 'ref.npy').unlink()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--sizes', default='10000,100000,1000000')
+    parser.add_argument('--queries', type=int, default=300)
+    parser.add_argument('--methods', default='single,seqgem,seqmatch')
+    parser.add_argument('--child', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--out', type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    methods = args.methods.split(',')
+    if args.child:
+        rows = one_size(args.child, args.queries, args.out, methods)
+        print('ROWS ' + json.dumps(rows))
+        return 0
+    print(cpu_line())
+    print('Synthetic 512-D route, float16 maps, L = 5, queries: the route with noise; the '
+          'approximate index is HNSW up to 200k frames and IVF-Flat (nprobe 16) beyond; '
+          'seqmatch asks 16 candidates per window frame.')
+    print('| N | method | noise | index | exact p50/p99 ms | approx p50/p99 ms | top-1 agreement '
+          '| R@1 exact | R@1 approx | build s | index train s | map MiB | load s | RSS MiB |')
+    print('|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for n in (int(s) for s in args.sizes.split(',')):
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run([sys.executable, __file__, '--child', str(n), '--queries',
+                                   str(args.queries), '--methods', args.methods, '--out', tmp],
+                                  capture_output=True, text=True)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith('ROWS ')]
+        if done.returncode or not lines:
+            print(f'| {n} | failed: {done.stderr.strip().splitlines()[-1:]} |')
+            continue
+        for r in json.loads(lines[0][5:]):
+            print(f'| {r["N"]:,} | {r["method"]} | {r["noise"]} | {r["index"]} | '
+                  f'{r["exact_p50_ms"]:.1f} / {r["exact_p99_ms"]:.1f} | '
+                  f'{r["approx_p50_ms"]:.2f} / {r["approx_p99_ms"]:.2f} | {r["agreement"]:.3f} | '
+                  f'{r["exact_r1"]:.3f} | {r["approx_r1"]:.3f} | {r["build_s"]:.1f} | '
+                  f'{r["train_s"]:.1f} | {r["map_mib"]:.0f} | {r["load_s"]:.3f} | '
+                  f'{r["rss_mib"]:.0f} |', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

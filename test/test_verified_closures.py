@@ -1,0 +1,98 @@
+"""Loop closures verified geometrically inside the node core, as replay and the node run it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip('cv2')
+
+from verification_scene import render, rotation_y  # noqa: E402
+
+from vpr_seq_ros.config import load_config  # noqa: E402
+from vpr_seq_ros.encoders.identity import IdentityEncoder  # noqa: E402
+from vpr_seq_ros.runtime.core import NodeCore  # noqa: E402
+from vpr_seq_ros.types import Frame, Pose  # noqa: E402
+
+K = np.array([[120.0, 0, 80], [0, 120.0, 60], [0, 0, 1]])
+
+
+class ThumbnailEncoder(IdentityEncoder):
+    """A 16x12 thumbnail of the image as the descriptor: appearance matching that is fooled
+    by a place with the same layout and another texture."""
+
+    name = 'thumbnail'
+    input_kind = 'image'
+
+    def encode(self, batch):  # type: ignore[override]
+        import cv2
+
+        out = [cv2.resize(np.asarray(img, np.float32), (16, 12)).ravel() for img in batch]
+        return np.stack(out).astype(np.float32)
+
+
+def frames(places: list[tuple[float, int]]) -> list[Frame]:
+    """One rendered frame per (x position, texture seed), 1 s apart."""
+    out = []
+    for i, (x, seed) in enumerate(places):
+        grey, _ = render(rotation_y(4.0 * x), np.array([x, 0.0, 0.0]), K, (160, 120), seed)
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+        out.append(Frame(index=i, stamp_ns=(i + 1) * 10**9, image=rgb,
+                         pose=Pose(x, float(seed), 0.0, 0.0)))
+    return out
+
+
+def slam_cfg(verify: bool):
+    return load_config(overrides={
+        'node.mode': 'slam', 'matching.method': 'single', 'node.loop_closure.min_streak': 1,
+        'node.loop_closure.exclude_recent_s': 5.0, 'node.verification.enabled': verify,
+        'node.verification.camera_fx': 120.0, 'node.verification.camera_fy': 120.0,
+        'node.verification.camera_cx': 80.0, 'node.verification.camera_cy': 60.0,
+        'node.verification.max_features': 500, 'node.verification.candidates': 1})
+
+
+def run_core(verify: bool, seq: list[Frame]):
+    core = NodeCore(slam_cfg(verify), ThumbnailEncoder())
+    steps = [core.on_frame(f) for f in seq]
+    return core, steps
+
+
+def test_true_revisits_pass_and_a_look_alike_place_is_rejected():
+    xs = [-0.6, -0.3, 0.0, 0.3, 0.6, 0.9]
+    # pass one through the scene (texture 0), a look-alike scene (texture 7) with the same
+    # geometry, then pass two through the first scene
+    seq = frames([(x, 0) for x in xs] + [(x, 7) for x in xs] + [(x + 0.02, 0) for x in xs])
+    _, plain = run_core(False, seq)
+    core, verified = run_core(True, seq)
+    appearance = [c for s in plain for c in s.loop_closures]
+    published = [c for s in verified for c in s.loop_closures]
+    rejected = [r for s in verified for r in s.rejected]
+    assert len(appearance) == len(published) + len(rejected)
+    # every published closure joins two views of the same scene (y is the texture seed; all
+    # views of one scene overlap, so any pair of them is a true geometric match)
+    poses = {i: f.pose for i, f in enumerate(seq)}
+    for c in published:
+        assert poses[c.query_index].y == poses[c.match_index].y
+        v = c.verification
+        assert v.accepted and v.num_inliers >= 20 and v.rotation.shape == (3, 3)
+        assert v.covariance.shape == (6, 6)
+    assert len(published) >= 4
+    # the look-alike scene fools appearance but not geometry
+    wrong = [c for c in appearance if poses[c.query_index].y != poses[c.match_index].y]
+    assert wrong, 'the test needs appearance closures between the two scenes'
+    assert all(poses[r.closure.query_index].y != poses[r.closure.match_index].y
+               for r in rejected)
+    assert len(rejected) >= len(wrong)
+    diag = core.diagnostics.as_dict()
+    assert diag['loop_closures_rejected'] == len(rejected)
+    assert diag['verification.accepted'] >= len(published)
+
+
+def test_descriptor_keyframes_cannot_be_verified_and_say_so(caplog):
+    core = NodeCore(slam_cfg(True), IdentityEncoder())
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        core.on_frame(Frame(index=i, stamp_ns=(i + 1) * 10**9,
+                            descriptor=rng.normal(size=8).astype(np.float32)))
+    assert core.verification.unverifiable == 3
+    assert 'needs images' in caplog.text

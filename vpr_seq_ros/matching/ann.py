@@ -1,0 +1,258 @@
+"""Approximate search for large maps: faiss IVF-Flat, IVF-PQ and HNSW indexes, and exact
+sequence matching driven by their candidates.
+
+For ``single`` and ``seqgem`` an index *is* the retrieval. For ``seqmatch`` it proposes
+reference anchors: every frame of the query window asks the index for its ``C`` nearest
+reference frames, each of which implies an anchor (the frame the window would end at, per
+velocity kernel); the exact sequence distance is then computed only along those anchors'
+diagonals. Per new frame that is ``O(C x L x L x D)`` work instead of ``O(N x D)``. When the
+candidates cover the map the result is the dense one, which the tests pin.
+
+Index contract: ``search((M, D), k) -> (row indices (M, k), Euclidean distances (M, k))``,
+-1 / inf where fewer than ``k`` rows exist, exactly as :class:`FlatL2Index`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+
+from vpr_seq_ros.config import INDEX_KINDS, IndexConfig
+from vpr_seq_ros.errors import MatchingError
+
+log = logging.getLogger(__name__)
+
+
+_ADD_BLOCK = 65_536
+"""Rows converted to float32 and added at a time: memory stays bounded for float16 maps."""
+
+
+TRAIN_SIZE = 100_000
+"""IVF training sample: at most this many rows, drawn with a fixed seed."""
+
+EF_CONSTRUCTION = 80
+"""HNSW build-time beam."""
+
+
+def auto_nlist(n: int) -> int:
+    """IVF cells for ``n`` vectors: ``4 sqrt(n)``, with at least 39 training points per cell."""
+    return int(max(1, min(4 * math.sqrt(n), n // 39)))
+
+
+class AnnIndex:
+    """A faiss index over the valid rows of a descriptor array.
+
+    Use :meth:`build` to train one, :meth:`to_bytes`/:meth:`from_bytes` to store it with a map.
+    """
+
+    def __init__(self, index: object, params: IndexConfig, rows: np.ndarray) -> None:
+        self.index = index
+        self.params = params
+        self.rows = np.asarray(rows, np.int64)
+        self._configure()
+
+    def _configure(self) -> None:
+        import faiss
+
+        if self.params.kind in ('ivf-flat', 'ivf-pq'):
+            faiss.extract_index_ivf(self.index).nprobe = self.params.nprobe
+        elif self.params.kind == 'hnsw':
+            self.index.hnsw.efSearch = self.params.ef_search  # type: ignore[attr-defined]
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, params: IndexConfig,
+              valid: np.ndarray | None = None, seed: int = 0) -> AnnIndex:
+        """Train (IVF) and fill an index; float16 or memory-mapped inputs are read in blocks.
+
+        Args:
+            vectors: ``(N, D)`` descriptors.
+            params: index kind and parameters.
+            valid: ``(N,)`` searchable rows (default all).
+            seed: seed of the IVF training sample.
+
+        Raises:
+            MatchingError: too few rows, or PQ sub-quantisers that do not divide D.
+        """
+        import faiss
+
+        rows = np.flatnonzero(valid) if valid is not None else np.arange(len(vectors))
+        n, dim = len(rows), vectors.shape[1]
+        if n == 0:
+            raise MatchingError('cannot build an index over an empty map')
+        kind = params.kind
+        if kind == 'exact':
+            index = faiss.IndexFlatL2(dim)
+        elif kind == 'hnsw':
+            index = faiss.IndexHNSWFlat(dim, params.hnsw_m)
+            index.hnsw.efConstruction = EF_CONSTRUCTION
+        else:
+            nlist = params.nlist or auto_nlist(n)
+            if nlist > n:
+                raise MatchingError(f'{kind} with {nlist} cells needs at least that many rows '
+                                    f'(the map has {n}); lower nlist or use exact search')
+            quantizer = faiss.IndexFlatL2(dim)
+            if kind == 'ivf-flat':
+                index = faiss.IndexIVFFlat(quantizer, dim, nlist)
+            else:
+                if dim % params.pq_m:
+                    raise MatchingError(f'ivf-pq: pq_m = {params.pq_m} must divide the '
+                                        f'descriptor size {dim}')
+                index = faiss.IndexIVFPQ(quantizer, dim, nlist, params.pq_m, 8)
+            rng = np.random.default_rng(seed)
+            sample = rows if n <= TRAIN_SIZE else \
+                np.sort(rng.choice(rows, TRAIN_SIZE, replace=False))
+            index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+            index.nprobe = params.nprobe
+            params = dataclasses.replace(params, nlist=nlist)
+        for lo in range(0, n, _ADD_BLOCK):
+            block = rows[lo:lo + _ADD_BLOCK]
+            index.add(np.ascontiguousarray(vectors[block], dtype=np.float32))
+        return cls(index, params, rows)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)  # type: ignore[attr-defined]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(M, D) -> (M, k)`` row indices (-1 beyond what was found) and Euclidean
+        distances (inf there), best first."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        m = queries.shape[0]
+        idx = np.full((m, k), -1, dtype=np.int64)
+        dist = np.full((m, k), np.inf, dtype=np.float64)
+        if m == 0 or len(self) == 0 or k == 0:
+            return idx, dist
+        sq, found = self.index.search(queries, min(k, len(self)))  # type: ignore[attr-defined]
+        hit = found >= 0
+        kk = found.shape[1]
+        idx[:, :kk] = np.where(hit, self.rows[np.maximum(found, 0)], -1)
+        dist[:, :kk] = np.where(hit, np.sqrt(np.maximum(sq, 0.0)), np.inf)
+        return idx, dist
+
+    def to_bytes(self) -> np.ndarray:
+        """The index serialised by faiss, as a ``uint8`` array (stored in a map file)."""
+        import faiss
+
+        return np.asarray(faiss.serialize_index(self.index), dtype=np.uint8)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, params: IndexConfig, rows: np.ndarray) -> AnnIndex:
+        """Read back what :meth:`to_bytes` wrote.
+
+        Raises:
+            MatchingError: the bytes are not a faiss index.
+        """
+        import faiss
+
+        try:
+            index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+        except RuntimeError as err:
+            raise MatchingError(f'the stored {params.kind} index cannot be read: {err}') from err
+        return cls(index, params, rows)
+
+
+def trailing_offsets(length: int, steps: np.ndarray | None = None) -> np.ndarray:
+    """Reference offsets (relative to the anchor, <= 0) of the L frames of a trailing window.
+
+    Args:
+        length: L.
+        steps: ``(S, L)`` integer reference-frame offsets per velocity kernel, as the dense
+            matcher uses them; default the identity kernel ``-(L-1) .. 0``.
+
+    Returns:
+        ``(S, L)`` int64 offsets, column ``t`` for query frame ``t`` (the last is the newest).
+    """
+    if steps is None:
+        return (np.arange(length) - (length - 1))[None].astype(np.int64)
+    steps = np.asarray(steps, np.int64)
+    if steps.ndim != 2 or steps.shape[1] != length:
+        raise MatchingError(f'velocity offsets must be (S, {length}), got {steps.shape}')
+    return steps
+
+
+def candidate_anchors(found: np.ndarray, offsets: np.ndarray, num_refs: int) -> np.ndarray:
+    """Anchors implied by the index's nearest reference frames of each window frame.
+
+    Args:
+        found: ``(L, C)`` reference rows found for each query frame (-1: none).
+        offsets: ``(S, L)`` from :func:`trailing_offsets`.
+        num_refs: N, to drop anchors past the map.
+
+    Returns:
+        Sorted unique anchors in ``[0, N)``.
+    """
+    anchors = found[None, :, :] - offsets[:, :, None]  # (S, L, C): a = r - offset
+    anchors = anchors[(found[None] >= 0) & (anchors >= 0) & (anchors < num_refs)]
+    return np.unique(anchors)
+
+
+def sequence_distances_at(refs: np.ndarray, ref_segments: np.ndarray, window: np.ndarray,
+                          anchors: np.ndarray, offsets: np.ndarray, metric: str = 'euclidean',
+                          block: int = 256) -> np.ndarray:
+    """Exact sequence distances of a query window at given reference anchors.
+
+    The distance of anchor ``a`` under kernel ``s`` is the mean over the window's frames
+    ``t`` of the frame distance between reference ``a + offsets[s, t]`` and query frame
+    ``t``; the result is the minimum over kernels, inf where no kernel fits inside the
+    anchor's segment.
+
+    Args:
+        refs: ``(N, D)`` reference frame descriptors (float32, float16 or memory-mapped).
+        ref_segments: ``(N,)`` segment ids.
+        window: ``(L, D)`` query frame descriptors, oldest first.
+        anchors: ``(A,)`` anchors.
+        offsets: ``(S, L)`` reference offsets per kernel.
+        metric: ``euclidean`` or ``sad``.
+        block: anchors per gather (bounds the ``(block, S, L, D)`` temporary).
+
+    Returns:
+        ``(A,)`` float64 distances.
+    """
+    window = np.asarray(window, np.float32)
+    out = np.full(len(anchors), np.inf)
+    n = len(refs)
+    for lo in range(0, len(anchors), block):
+        a = anchors[lo:lo + block]
+        rows = a[:, None, None] + offsets[None]  # (B, S, L)
+        inside = (rows >= 0) & (rows < n)
+        safe = np.clip(rows, 0, n - 1)
+        same = ref_segments[safe] == ref_segments[a][:, None, None]
+        fits = np.all(inside & same, axis=2)  # (B, S)
+        gathered = np.asarray(refs[safe.reshape(-1)], np.float32).reshape(
+            safe.shape + (window.shape[1],))
+        diff = gathered - window[None, None]
+        if metric == 'euclidean':
+            frame = np.sqrt(np.einsum('bsld,bsld->bsl', diff, diff))
+        elif metric == 'sad':
+            frame = np.abs(diff).sum(axis=3)
+        else:
+            raise MatchingError(f'unknown frame distance {metric!r}; use euclidean or sad')
+        seq = np.where(fits, frame.mean(axis=2), np.inf)
+        out[lo:lo + block] = seq.min(axis=1)
+    return out
+
+
+def candidate_search(index: AnnIndex, refs: np.ndarray, ref_segments: np.ndarray,
+                     window: np.ndarray, offsets: np.ndarray, candidates: int, k: int,
+                     metric: str = 'euclidean') -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` reference anchors of one query window by candidate-driven exact matching.
+
+    Returns:
+        ``(k,)`` anchors best first (-1 where fewer were found) and their distances (inf).
+    """
+    found, _ = index.search(window, candidates)
+    anchors = candidate_anchors(found, offsets, len(refs))
+    dist = sequence_distances_at(refs, ref_segments, window, anchors, offsets, metric)
+    finite = np.isfinite(dist)
+    anchors, dist = anchors[finite], dist[finite]
+    order = np.argsort(dist, kind='stable')[:k]
+    idx = np.full(k, -1, np.int64)
+    out = np.full(k, np.inf)
+    idx[:len(order)], out[:len(order)] = anchors[order], dist[order]
+    return idx, out
+
+
+__all__ = ['INDEX_KINDS', 'AnnIndex', 'auto_nlist', 'candidate_anchors',
+           'candidate_search', 'sequence_distances_at', 'trailing_offsets']

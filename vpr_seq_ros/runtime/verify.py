@@ -1,0 +1,146 @@
+"""Geometric verification of loop-closure candidates, between the decision stage and what is
+published.
+
+A loop closure that the appearance decision accepts (exclusions, score, streak) is not
+published yet: its query keyframe and the best ``top_k`` candidates of its hypothesis are
+checked geometrically (local features, ratio test, RANSAC: :mod:`vpr_seq_ros.verification`).
+The first candidate, in appearance order, that passes becomes the published closure, with its
+relative pose and inliers; when none passes, the closure is rejected with the reasons.
+
+Replay verifies synchronously (the same answers every run); the live node verifies on a
+worker thread, so a verdict can arrive a few frames later and is published then. Both go
+through :meth:`VerificationGate.collect`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vpr_seq_ros.runtime.outputs import LoopClosure, PlaceHypothesis
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A loop-closure candidate that verification turned down.
+
+    Attributes:
+        closure: the appearance closure.
+        reasons: the reason of each candidate tried, in appearance order (e.g.
+            ``too_few_inliers``).
+        inliers: inliers of each candidate tried.
+    """
+
+    closure: LoopClosure
+    reasons: tuple[str, ...]
+    inliers: tuple[int, ...]
+
+
+@dataclass
+class _Group:
+    closure: LoopClosure
+    expected: int
+    results: dict[int, Any] = field(default_factory=dict)
+
+
+class VerificationGate:
+    """Holds appearance closures until their candidates are verified.
+
+    Args:
+        stage: a :class:`vpr_seq_ros.verification.worker.VerificationStage`.
+        top_k: candidates of the hypothesis tried per closure.
+    """
+
+    def __init__(self, stage: Any, top_k: int = 5) -> None:
+        self.stage = stage
+        self.top_k = max(1, int(top_k))
+        self._groups: dict[int, _Group] = {}
+        self._next = 0
+        self.submitted = 0
+        self.unverifiable = 0
+        self._camera_known = False
+        self.appearance_closures: list[LoopClosure] = []
+        """Every closure submitted, as the appearance decision made it (for evaluation)."""
+
+    def add_keyframe(self, index: int, image: np.ndarray | None) -> None:
+        """Keep what verification needs of a keyframe (its local features)."""
+        if image is None:
+            self.unverifiable += 1
+            if self.unverifiable == 1:
+                log.warning('geometric verification needs images; keyframes given as '
+                            'descriptors cannot be verified')
+            return
+        if not self._camera_known:
+            self._camera_known = True
+            cfg = self.stage.cfg
+            if cfg.has_intrinsics:  # parameters; a CameraInfo topic may replace them later
+                from vpr_seq_ros.verification.geometry import CameraIntrinsics
+
+                height, width = image.shape[:2]
+                self.stage.set_intrinsics(CameraIntrinsics.from_config(cfg, width, height))
+        self.stage.add_keyframe(index, image)
+
+    def submit(self, closure: LoopClosure, hypothesis: PlaceHypothesis) -> None:
+        """Verify the closure's best candidates (the closure's own match first)."""
+        from vpr_seq_ros.verification.worker import VerificationRequest
+
+        matches = [closure.match_index] + [c.ref_index for c in hypothesis.candidates
+                                           if c.ref_index != closure.match_index]
+        stamps = {c.ref_index: c.ref_stamp_ns for c in hypothesis.candidates}
+        stamps[closure.match_index] = closure.match_stamp_ns
+        self.appearance_closures.append(closure)
+        group = self._next
+        self._next += 1
+        tried = matches[:self.top_k]
+        self._groups[group] = _Group(closure, len(tried))
+        for rank, match in enumerate(tried):
+            request = VerificationRequest(closure.query_index, int(match),
+                                          closure.query_stamp_ns, int(stamps[match]),
+                                          closure.score, tag=(group, rank))
+            if not self.stage.submit(request):  # refused by the budget: no result will come
+                self._groups[group].expected -= 1
+            self.submitted += 1
+        if self._groups[group].expected == 0:
+            del self._groups[group]
+
+    def collect(self) -> tuple[tuple[LoopClosure, ...], tuple[Rejected, ...]]:
+        """Closures whose verdict is complete: the verified ones (with their geometry) and
+        the rejected ones."""
+        for result in self.stage.poll():
+            group, rank = result.request.tag
+            if group in self._groups:
+                self._groups[group].results[rank] = result
+        verified: list[LoopClosure] = []
+        rejected: list[Rejected] = []
+        for key in sorted(self._groups):
+            group = self._groups[key]
+            if len(group.results) < group.expected:
+                continue
+            del self._groups[key]
+            ordered = [group.results[r] for r in sorted(group.results)]
+            passed = [r for r in ordered if r.accepted]
+            if passed:
+                best = passed[0]
+                verified.append(dataclasses.replace(
+                    group.closure, match_index=best.request.match_index,
+                    match_stamp_ns=best.request.match_stamp_ns,
+                    verification=best.verification))
+            else:
+                rejected.append(Rejected(
+                    group.closure, tuple(r.verification.reason.value for r in ordered),
+                    tuple(int(r.verification.num_inliers) for r in ordered)))
+        return tuple(verified), tuple(rejected)
+
+    @property
+    def pending(self) -> int:
+        """Closures waiting for a verdict."""
+        return len(self._groups)
+
+
+__all__ = ['Rejected', 'VerificationGate']
