@@ -335,9 +335,11 @@ def main() -> None:
             print(f'\n{2 if mode == "localization" else 3}. {args.hours:g} h of bag time, '
                   f'{mode}: {r["keyframes"]} keyframes (one per {args.keyframe_s:g} s), '
                   f'npy D={args.dim}, in {r["elapsed_s"]:.0f} s ({rate:.0f}x real time)')
-            print(f'{"bag h":>6} {"RSS MiB":>8} {"heap MiB":>9} {"keyframes kept":>14}')
+            print(f'{"bag h":>6} {"RSS MiB":>8} {"heap MiB":>9} {"keyframes kept":>14} '
+                  f'{"heap B/keyframe":>15}')
             for hours, rss, heap, kept in r['samples']:
-                print(f'{hours:>6.1f} {rss:>8.1f} {heap:>9.2f} {kept:>14}')
+                per = (heap - r['base_heap']) * 2**20 / max(kept, 1)
+                print(f'{hours:>6.1f} {rss:>8.1f} {heap:>9.2f} {kept:>14} {per:>15.0f}')
             first, last = r['samples'][0], r['samples'][-1]
             if mode == 'localization':
                 print(f'after the first {first[0]:g} h: RSS {last[1] - first[1]:+.1f} MiB, '
@@ -349,7 +351,9 @@ def main() -> None:
                 print(f'growth over {last[3]} keyframes: heap {heap / 2**20:.1f} MiB = '
                       f'{heap / max(last[3], 1):.0f} B per keyframe, RSS {rss / 2**20:.1f} MiB '
                       f'= {rss / max(last[3], 1):.0f} B per keyframe (the descriptor alone: '
-                      f'{4 * args.dim} B); loop closures {r["loop_closures"]}')
+                      f'{4 * args.dim} B; the store grows its buffer by doubling, so the '
+                      f'figure lies between 1x and 2x the descriptor); loop closures '
+                      f'{r["loop_closures"]}')
 
 
 if __name__ == '__main__':
