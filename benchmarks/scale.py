@@ -62,16 +62,21 @@ def rss_mib() -> float:
 
 
 def route(n: int, seed: int = 0) -> np.ndarray:
-    """A smooth random walk of unit vectors, built in blocks (bounded memory)."""
+    """A structured route of unit vectors: a stationary AR(1) process (correlation 0.9 from
+    one frame to the next, so about ten neighbouring frames look alike, as along a real
+    route) plus independent per-frame detail; built in blocks (bounded memory)."""
     rng = np.random.default_rng(seed)
+    rho = 0.9
     out = np.empty((n, DIM), np.float32)
-    state = rng.normal(size=DIM).astype(np.float32)
+    state = rng.normal(size=DIM)
     for lo in range(0, n, 65536):
         m = min(65536, n - lo)
-        steps = rng.normal(size=(m, DIM)).astype(np.float32) * 0.35
-        walk = state + np.cumsum(steps, axis=0)
-        state = walk[-1]
-        block = walk + rng.normal(size=(m, DIM)).astype(np.float32) * 2.0
+        innovations = rng.normal(size=(m, DIM)) * np.sqrt(1 - rho ** 2)
+        walk = np.empty((m, DIM))
+        for i in range(m):
+            state = rho * state + innovations[i]
+            walk[i] = state
+        block = (walk + 0.5 * rng.normal(size=(m, DIM))).astype(np.float32)
         out[lo:lo + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 

@@ -33,7 +33,7 @@ def test_inspect_an_image_map_given_without_its_suffix(tmp_path: Path,
     assert f'map:          {tmp_path / "mymap.npz"} (' in text
     assert 'format vpr_seq_ros.map version 1' in text
     assert 'frames:       7 descriptors of 2048 float32' in text  # 64 x 32 patchnorm
-    assert 'encoder:      patchnorm (width=64, height=32, patch_size=8)' in text
+    assert 'encoder:      patchnorm (width=64, height=32, patch_size=8, normalize=l2)' in text
     assert 'sequence:     L = 3' in text
     assert 'segments:     2 (frames: 3, 4)' in text
     # path within segments only: 2 x 2 m + 3 x 2 m

@@ -56,7 +56,8 @@ def test_descriptors_match_formula_reference(official: tuple[Path, dict]) -> Non
     assert encoder.dim == 512 and encoder.input_kind == 'image'
     assert encoder.settings() == {
         'name': 'jist-r18', 'input_height': H, 'input_width': W,
-        'weights_sha256': file_sha256(path), 'random_init': False, 'untrained_head': False}
+        'weights_sha256': file_sha256(path), 'random_init': False, 'untrained_head': False,
+        'precision': 'fp32'}
 
 
 def test_channels_last_and_nchw_agree_and_batching_is_invisible(
@@ -102,7 +103,7 @@ def test_fp16_and_cuda_need_a_cuda_device(official: tuple[Path, dict]) -> None:
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA')
     with pytest.raises(ConfigError, match='fp16 needs a CUDA device'):
-        build_encoder(_cfg(weights=str(official[0]), fp16=True))
+        build_encoder(_cfg(weights=str(official[0]), precision='fp16'))
     with pytest.raises(ConfigError, match='no CUDA device'):
         build_encoder(_cfg(weights=str(official[0]), device='cuda'))
     assert build_encoder(_cfg(weights=str(official[0]), device='auto')).net.model.aggregation[

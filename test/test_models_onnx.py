@@ -75,12 +75,12 @@ def test_card_and_runtime_mismatches_are_errors(exported: tuple[Path, Path],
         build_encoder(EncoderConfig(name='jist-r18', weights=str(card), runtime='onnx'))
     with pytest.raises(ModelError, match='takes the model card .yaml'):
         build_encoder(_cfg(weights, 'onnx'))
-    with pytest.raises(ModelError, match='is an ONNX model card; use it with --runtime onnx'):
+    with pytest.raises(ModelError, match='is an ONNX model card; use it with the onnx runtime'):
         build_encoder(_cfg(card, 'torch'))
-    with pytest.raises(ModelError, match='needs --weights MODEL.yaml'):
+    with pytest.raises(ModelError, match='needs the model card .yaml written by vpr-seq'):
         build_encoder(EncoderConfig(name='jist-r18', runtime='onnx', random_init=True))
-    with pytest.raises(ConfigError, match='fp16 is for the torch runtime'):
-        build_encoder(_cfg(card, 'onnx', fp16=True))
+    with pytest.raises(ConfigError, match='fp16 runs on the torch runtime'):
+        build_encoder(_cfg(card, 'onnx', precision='fp16'))
     with pytest.raises(ModelError, match='does not exist; write one with vpr-seq export-onnx'):
         read_model_card(tmp_path / 'none.yaml')
     # a card whose .onnx was replaced
@@ -104,6 +104,9 @@ def test_onnx_runtime_does_not_import_torch(exported: tuple[Path, Path]) -> None
         f'input_height={H}, input_width={W})\n'
         'out = build_encoder(cfg).encode([np.zeros((10, 10, 3), np.uint8)])\n'
         'assert out.shape == (1, 512), out.shape\n'
+        'import dataclasses\n'
+        'auto = build_encoder(dataclasses.replace(cfg, precision="auto"))\n'
+        'assert auto.precision == "fp32", auto.precision\n'
         'assert "torch" not in sys.modules, "torch was imported"\n')
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True,

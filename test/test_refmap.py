@@ -95,13 +95,13 @@ def test_check_query_names_differences():
 def test_descriptors_are_memory_mapped_not_read(tmp_path):
     original = small_map('float16')
     path = save_map(original, tmp_path / 'm')
-    lazy = load_map(path, keep_float16=True)
+    lazy = load_map(path)
     desc = lazy.run.descriptors
     assert desc.dtype == np.float16 and isinstance(desc, np.memmap) and desc.mode == 'r'
     np.testing.assert_array_equal(desc, original.run.descriptors.astype(np.float16))
     with pytest.raises(ValueError):  # read-only: the map file is never written through it
         desc[0, 0] = 1
-    assert load_map(path).run.descriptors.dtype == np.float32  # converted unless asked
+    assert load_map(path, keep_float16=False).run.descriptors.dtype == np.float32
     f32 = save_map(small_map('float32'), tmp_path / 'f32')
     assert isinstance(load_map(f32).run.descriptors, np.memmap)
 

@@ -22,10 +22,10 @@ from vpr_seq_ros.errors import ConfigError
 from vpr_seq_ros.verification.config import VerificationConfig
 from vpr_seq_ros.matching import method_names
 
-ENCODERS = ('patchnorm', 'npy', 'jist-r18')
-TRANSFORMS = ('none', 'seqmatchnet')
 RUNTIMES = ('torch', 'onnx')
 DEVICES = ('cpu', 'cuda', 'auto')
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8', 'auto')
+PATCHNORM_NORMALIZE = ('auto', 'l2', 'none')
 METHODS = method_names()
 """The built-in matching methods (kept for the CLI; validation uses :func:`method_names`,
 which also knows methods registered at run time)."""
@@ -84,13 +84,22 @@ class PatchNormConfig:
         width: thumbnail width in pixels.
         height: thumbnail height in pixels.
         patch_size: side of the square patches normalised to zero mean, unit std.
+        normalize: ``l2`` scales every descriptor to unit length (what Euclidean distance
+            needs: raw norms vary about threefold across frames, and the official SeqMatchNet
+            baseline normalises); ``none`` keeps SeqSLAM's raw patch-normalised values (what
+            SAD with contrast enhancement was made for); ``auto`` (default) is ``l2`` when
+            ``matching.distance`` is ``euclidean`` and ``none`` when it is ``sad``, resolved
+            when the whole :class:`Config` is built (alone, an :class:`EncoderConfig` takes
+            ``auto`` as ``l2``). The encoder settings record the resolved value.
     """
 
     width: int = 64
     height: int = 32
     patch_size: int = 8
+    normalize: str = 'auto'
 
     def __post_init__(self) -> None:
+        _choice('encoder.patchnorm', 'normalize', self.normalize, PATCHNORM_NORMALIZE)
         for name in ('width', 'height', 'patch_size'):
             _positive('encoder.patchnorm', name, getattr(self, name))
         if self.width % self.patch_size or self.height % self.patch_size:
@@ -104,7 +113,8 @@ class TransformConfig:
     """Optional learnt transform after the frame encoder.
 
     Attributes:
-        name: ``none`` or ``seqmatchnet`` (y = L2norm(W x + b)).
+        name: ``none`` or a registered transform (:mod:`vpr_seq_ros.encoders.registry`):
+            ``seqmatchnet`` (y = L2norm(W x + b)).
         weights: checkpoint of the transform (SeqMatchNet layout or this project's).
         random_init: allow a seeded random transform (tests only; reported).
     """
@@ -114,7 +124,9 @@ class TransformConfig:
     random_init: bool = False
 
     def __post_init__(self) -> None:
-        _choice('encoder.transform', 'name', self.name, TRANSFORMS)
+        from vpr_seq_ros.encoders.registry import transform_names  # torch-free, no cycle
+
+        _choice('encoder.transform', 'name', self.name, ('none', *transform_names()))
 
 
 @dataclass(frozen=True)
@@ -122,13 +134,21 @@ class EncoderConfig:
     """Per-frame descriptor.
 
     Attributes:
-        name: ``patchnorm`` (training-free), ``npy`` (precomputed descriptors, identity) or
-            ``jist-r18`` (JIST's ResNet-18 frame encoder).
+        name: a registered encoder (:mod:`vpr_seq_ros.encoders.registry`): ``patchnorm``
+            (training-free), ``npy`` (precomputed descriptors, identity) or ``jist-r18``
+            (JIST's ResNet-18 frame encoder).
         weights: checkpoint path of a learnt encoder, or an ONNX model card.
         random_init: allow seeded random weights (tests and benchmarks only; reported).
         runtime: ``torch`` or ``onnx``.
         device: ``cpu``, ``cuda`` or ``auto``.
-        fp16: half precision on CUDA.
+        precision: numeric precision of a learnt encoder: ``fp32``, ``bf16`` (torch),
+            ``fp16`` (torch on CUDA), ``int8`` (onnx, a card exported with int8) or ``auto``
+            (the fastest path here whose parity with fp32 holds); see
+            :mod:`vpr_seq_ros.encoders.precision`.
+        calibration_run: image folder or bag of the user's run; frames spread over it calibrate
+            int8 export and the parity gate of reduced precisions (None: seeded synthetic
+            images).
+        calibration_frames: number of calibration frames (>= 3).
         batch_size: frames per encoder call in offline tools.
         input_height: model input height in pixels.
         input_width: model input width in pixels.
@@ -139,7 +159,9 @@ class EncoderConfig:
     random_init: bool = False
     runtime: str = 'torch'
     device: str = 'cpu'
-    fp16: bool = False
+    precision: str = 'fp32'
+    calibration_run: str | None = None
+    calibration_frames: int = 16
     batch_size: int = 16
     input_height: int = 480
     input_width: int = 640
@@ -147,9 +169,15 @@ class EncoderConfig:
     transform: TransformConfig = field(default_factory=TransformConfig)
 
     def __post_init__(self) -> None:
-        _choice('encoder', 'name', self.name, ENCODERS)
+        from vpr_seq_ros.encoders.registry import encoder_names  # torch-free, no cycle
+
+        _choice('encoder', 'name', self.name, encoder_names())
         _choice('encoder', 'runtime', self.runtime, RUNTIMES)
         _choice('encoder', 'device', self.device, DEVICES)
+        _choice('encoder', 'precision', self.precision, PRECISIONS)
+        if self.calibration_frames < 3:
+            raise ConfigError(f'encoder.calibration_frames = {self.calibration_frames!r} must '
+                              'be >= 3 (the parity check compares top-1 matches among them)')
         for name in ('batch_size', 'input_height', 'input_width'):
             _positive('encoder', name, getattr(self, name))
 
@@ -440,6 +468,11 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
 
     def __post_init__(self) -> None:
+        patchnorm = self.encoder.patchnorm
+        if patchnorm.normalize == 'auto':  # normalise where the distance needs it
+            resolved = 'l2' if self.matching.distance == 'euclidean' else 'none'
+            object.__setattr__(self, 'encoder', dataclasses.replace(
+                self.encoder, patchnorm=dataclasses.replace(patchnorm, normalize=resolved)))
         if self.sequence.window == 'centred' and tuple(self.matching.slopes) != (1.0,):
             raise ConfigError(
                 'sequence.window = centred reproduces the official SeqMatchNet protocol, which '

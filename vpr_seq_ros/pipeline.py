@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from vpr_seq_ros.matching.methods import MatchOutput, SequenceMethod, build_meth
 from vpr_seq_ros.matching.windows import check_length, window_starts
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, map_output_path, save_map
 from vpr_seq_ros.sources import BAG_SUFFIXES, FrameSource, open_source
-from vpr_seq_ros.types import EncodedRun, Matches
+from vpr_seq_ros.types import EncodedRun, Frame, Matches
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,58 @@ Progress = Callable[[int], None]
 
 MAX_PLOT_MATRIX = 40_000_000
 """Largest N * M for which evaluation keeps the full distance matrix (for the plot)."""
+
+
+def prefetched(frames: Iterable[Frame], depth: int) -> Iterator[Frame]:
+    """Iterate ``frames`` with a background thread reading up to ``depth`` frames ahead.
+
+    Image decoding (PIL, bag deserialisation) then overlaps with encoding (torch and
+    onnxruntime release the GIL), in bounded memory. The frames and their order are those of
+    ``frames``; an exception raised while reading is raised here, at the frame it stopped at.
+    Stopping early (an exception in the consumer) stops the reader.
+    """
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(int(depth), 1))
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        iterator = iter(frames)
+        try:
+            for frame in iterator:
+                if not put(('frame', frame)):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            put(('error', err))
+            return
+        finally:
+            # Close a generator source here, in the thread that opened its files (SQLite
+            # connections, e.g. of a bag, refuse other threads).
+            close = getattr(iterator, 'close', None)
+            if close is not None:
+                close()
+        put(('end', None))
+
+    reader = threading.Thread(target=read, name='frame-reader', daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == 'end':
+                return
+            if kind == 'error':
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.join()
 
 
 class _Rows:
@@ -67,6 +121,9 @@ class _Rows:
 def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
                progress: Progress | None = None, dtype: str = 'float32') -> EncodedRun:
     """Encode every frame of a source exactly once, in bounded memory.
+
+    Frames are read one batch ahead in a background thread (:func:`prefetched`) while the
+    previous batch is encoded.
 
     Args:
         dtype: storage type of the descriptors (``float32``, or ``float16`` for a map stored
@@ -101,14 +158,18 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
                 progress(len(batch))
             batch.clear()
 
-    for frame in source:
-        batch.append(frame.image if frame.image is not None else frame.descriptor)
-        stamps.append(frame.stamp_ns)
-        poses.append(frame.pose.as_array() if frame.pose is not None else None)
-        segments.append(frame.segment)
-        names.append(frame.name)
-        if len(batch) >= batch_size:
-            flush()
+    frames = prefetched(source, batch_size)
+    try:
+        for frame in frames:
+            batch.append(frame.image if frame.image is not None else frame.descriptor)
+            stamps.append(frame.stamp_ns)
+            poses.append(frame.pose.as_array() if frame.pose is not None else None)
+            segments.append(frame.segment)
+            names.append(frame.name)
+            if len(batch) >= batch_size:
+                flush()
+    finally:
+        frames.close()  # stops the reader thread at once if encoding failed
     flush()
     if not rows.count:
         raise SourceError(f'source {source.path} yielded no frames')

@@ -123,10 +123,16 @@ class ReferenceMap:
     def check_query(self, encoder_settings: dict[str, Any]) -> None:
         """Refuse a query whose encoder settings differ from the map's.
 
+        Precision and its parity figures are recorded but not compared (the rule is in
+        :mod:`vpr_seq_ros.encoders.base`).
+
         Raises:
             MapError: naming every differing setting with both values.
         """
-        differences = _diff(self.encoder_settings, encoder_settings)
+        from vpr_seq_ros.encoders.base import comparable_settings
+
+        differences = _diff(comparable_settings(self.encoder_settings),
+                            comparable_settings(encoder_settings))
         if differences:
             raise MapError(
                 'the query is encoded differently from the map: ' + '; '.join(differences) +
@@ -268,13 +274,14 @@ def _npz_members(path: Path) -> dict[str, Any]:
     return out
 
 
-def load_map(path: str | Path, keep_float16: bool = False) -> ReferenceMap:
+def load_map(path: str | Path, keep_float16: bool = True) -> ReferenceMap:
     """Read a map written by :func:`save_map`, without reading its descriptors.
 
-    The descriptors (and any stored sequence descriptors) are memory-mapped read-only: start-up
-    time does not depend on the map's size, memory grows only with what is touched, and the
-    map file is never opened for writing. A ``float16`` map is converted to ``float32`` in
-    memory unless ``keep_float16`` (for matchers that read float16 in blocks).
+    The descriptors (and any stored sequence descriptors) are memory-mapped read-only in the
+    dtype they were stored in: start-up time does not depend on the map's size, memory grows
+    only with what is touched, and the map file is never opened for writing. Matchers that need
+    float32 convert once (exact search), approximate search reads only the rows it touches;
+    ``keep_float16=False`` converts a ``float16`` map to ``float32`` here.
 
     Raises:
         MapError: missing or corrupt file, or another format or format version.

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from vpr_seq_ros.config import (DEVICES, DISTANCES, ENCODERS, GROUND_TRUTHS, INDEX_KINDS,
+from vpr_seq_ros.config import (DEVICES, DISTANCES, GROUND_TRUTHS, INDEX_KINDS,
                                 MAP_DTYPES, METHODS,
-                                NODE_MODES, RUNTIMES, TRANSFORMS, VELOCITY_KERNELS, WINDOWS,
+                                NODE_MODES, PRECISIONS, RUNTIMES, VELOCITY_KERNELS, WINDOWS,
                                 Config,
                                 ResolvedConfig, available_presets, field_default, field_type,
                                 resolve_config)
+from vpr_seq_ros.encoders.registry import encoder_names, transform_names
 from vpr_seq_ros.errors import ConfigError
 
 
@@ -34,10 +35,11 @@ class Flag:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    'encoder.name': ENCODERS,
+    'encoder.name': encoder_names(),
     'encoder.runtime': RUNTIMES,
     'encoder.device': DEVICES,
-    'encoder.transform.name': TRANSFORMS,
+    'encoder.precision': PRECISIONS,
+    'encoder.transform.name': ('none', *transform_names()),
     'sequence.window': WINDOWS,
     'matching.method': METHODS,
     'matching.distance': DISTANCES,
@@ -48,6 +50,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'matching.velocity_kernel': VELOCITY_KERNELS,
 }
 """The closed sets of the schema, offered as ``choices``."""
+
+_REGISTERED = {'encoder.name': encoder_names,
+               'encoder.transform.name': lambda: ('none', *transform_names())}
+"""Choices read from the encoder registry when a parser is built (it may have grown)."""
 
 FLAGS: dict[str, Flag] = {
     # source
@@ -73,6 +79,9 @@ FLAGS: dict[str, Flag] = {
     'runtime': Flag('encoder.runtime', 'inference runtime for learnt encoders'),
     'device': Flag('encoder.device', 'torch device for learnt encoders'),
     'batch-size': Flag('encoder.batch_size', 'frames per encoder call', 'N'),
+    'precision': Flag('encoder.precision', 'numeric precision of a learnt encoder: fp32, bf16 '
+                      '(torch), fp16 (torch on CUDA), int8 (onnx card exported with int8), auto '
+                      '(the fastest path here whose descriptors agree with fp32)'),
     'transform': Flag('encoder.transform.name', 'learnt transform after the frame encoder '
                       '(SeqMatchNet y = L2norm(Wx + b))'),
     'transform-weights': Flag('encoder.transform.weights', 'checkpoint of the transform '
@@ -185,7 +194,8 @@ def add_flags(parser: Any, names: Sequence[str], title: str | None = None) -> No
             elif tp in (int, float):
                 kwargs['type'] = tp
             if flag.key in CHOICES:
-                kwargs['choices'] = CHOICES[flag.key]
+                registered = _REGISTERED.get(flag.key)
+                kwargs['choices'] = registered() if registered else CHOICES[flag.key]
             if flag.metavar:
                 kwargs['metavar'] = flag.metavar
         group.add_argument(f'--{name}', **kwargs)
@@ -225,8 +235,8 @@ SOURCE_HELP = ('a run: an image folder (frames sorted by file name; optional fra
 """Help text of a run argument: every kind of source."""
 
 SOURCE_FLAGS = ('rate-hz', 'poses', 'image-topic', 'pose-topic', 'keyframe-distance-m')
-ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'batch-size',
-                 'transform', 'transform-weights')
+ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'precision',
+                 'batch-size', 'transform', 'transform-weights')
 MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k', 'index', 'nprobe', 'candidates')
 SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'velocity-kernel', 'slope-penalty',
                   'seqgem-p')

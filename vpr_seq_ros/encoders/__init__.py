@@ -1,57 +1,45 @@
-"""Frame encoders, picked by name from a closed registry."""
+"""Frame encoders, picked by name from one registry (:mod:`vpr_seq_ros.encoders.registry`).
+
+The contract (frames in, ``(B, D)`` float32 descriptors out, settings naming what made them) is
+written down in :mod:`vpr_seq_ros.encoders.base`. :func:`build_encoder` is the one way to build
+an encoder: the named plugin at the configured precision (through the parity gate of
+:mod:`vpr_seq_ros.encoders.precision`), followed by the configured transform, if any.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING
 
-from vpr_seq_ros.config import EncoderConfig
-from vpr_seq_ros.encoders.base import FrameEncoder
-from vpr_seq_ros.errors import ConfigError
+from vpr_seq_ros.encoders.base import (EncoderPlugin, FrameEncoder, TransformPlugin,
+                                       comparable_settings)
+from vpr_seq_ros.encoders.registry import (encoder_names, get_encoder_plugin,
+                                           get_transform_plugin, register_encoder,
+                                           transform_names, unregister_encoder)
 
-
-def _patchnorm(cfg: EncoderConfig) -> FrameEncoder:
-    from vpr_seq_ros.encoders.patchnorm import PatchNormEncoder
-
-    return PatchNormEncoder(cfg.patchnorm)
-
-
-def _npy(cfg: EncoderConfig) -> FrameEncoder:
-    from vpr_seq_ros.encoders.identity import IdentityEncoder
-
-    return IdentityEncoder()
+if TYPE_CHECKING:  # pragma: no cover
+    from vpr_seq_ros.config import EncoderConfig
 
 
-def _jist(cfg: EncoderConfig) -> FrameEncoder:
-    from vpr_seq_ros.encoders.jist import build_jist_encoder
-
-    return build_jist_encoder(cfg)
-
-
-ENCODER_BUILDERS: dict[str, Callable[[EncoderConfig], FrameEncoder]] = {
-    'patchnorm': _patchnorm,
-    'npy': _npy,
-    'jist-r18': _jist,
-}
-
-
-def build_encoder(cfg: EncoderConfig) -> FrameEncoder:
+def build_encoder(cfg: EncoderConfig, num_threads: int | None = None) -> FrameEncoder:
     """Build the frame encoder named by ``cfg.name``, with its transform if one is configured.
 
-    Raises:
-        ConfigError: unknown encoder name.
-        ModelError: weights missing or not fitting.
-    """
-    try:
-        builder = ENCODER_BUILDERS[cfg.name]
-    except KeyError as err:
-        raise ConfigError(
-            f'unknown encoder {cfg.name!r}; valid: {", ".join(ENCODER_BUILDERS)}') from err
-    encoder = builder(cfg)
-    if cfg.transform.name != 'none':
-        from vpr_seq_ros.encoders.transform import build_transformed_encoder
+    Args:
+        cfg: the encoder section of the configuration.
+        num_threads: intra-op threads of a learnt encoder's runtime; None leaves its default.
 
-        encoder = build_transformed_encoder(encoder, cfg.transform)
+    Raises:
+        ConfigError: unknown encoder or transform, or a precision not available here.
+        ModelError: weights missing or not fitting; a reduced precision failing its parity
+            check against fp32.
+    """
+    from vpr_seq_ros.encoders.precision import build_at_precision
+
+    encoder = build_at_precision(get_encoder_plugin(cfg.name), cfg, num_threads=num_threads)
+    if cfg.transform.name != 'none':
+        encoder = get_transform_plugin(cfg.transform.name).wrap(encoder, cfg.transform)
     return encoder
 
 
-__all__ = ['FrameEncoder', 'build_encoder', 'ENCODER_BUILDERS']
+__all__ = ['EncoderPlugin', 'FrameEncoder', 'TransformPlugin', 'build_encoder',
+           'comparable_settings', 'encoder_names', 'get_encoder_plugin', 'get_transform_plugin',
+           'register_encoder', 'transform_names', 'unregister_encoder']

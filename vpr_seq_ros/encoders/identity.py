@@ -6,7 +6,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vpr_seq_ros.encoders.base import FrameEncoder
+from vpr_seq_ros.config import EncoderConfig
+from vpr_seq_ros.encoders.base import EncoderPlugin, FrameEncoder
 from vpr_seq_ros.errors import SourceError
 
 
@@ -35,3 +36,14 @@ class IdentityEncoder(FrameEncoder):
             raise SourceError('descriptor input holds NaN or infinite values')
         self._dim = int(batch.shape[1])
         return batch
+
+
+class IdentityPlugin(EncoderPlugin):
+    """``npy``: precomputed descriptors in, the same out (fp32 only, nothing to export)."""
+
+    name = 'npy'
+    input_kind = 'descriptor'
+
+    def build(self, cfg: EncoderConfig, precision: str = 'fp32',
+              num_threads: int | None = None) -> FrameEncoder:
+        return IdentityEncoder()

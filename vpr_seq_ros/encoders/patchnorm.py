@@ -3,19 +3,23 @@
 The image is converted to grey, resized to ``width x height`` with area averaging, and every
 non-overlapping ``patch_size x patch_size`` patch is normalised to zero mean and unit standard
 deviation (a flat patch becomes zeros). The descriptor is the flattened thumbnail,
-``D = width * height``.
+``D = width * height``, scaled to unit length when ``normalize`` is ``l2`` (what Euclidean
+distance needs, and what the official SeqMatchNet baseline does) and left as it is with
+``none`` (SeqSLAM: SAD with contrast enhancement). The configuration's default, ``auto``,
+picks by the matching distance (:class:`~vpr_seq_ros.config.PatchNormConfig`); an unresolved
+``auto`` here means ``l2``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
-from vpr_seq_ros.config import PatchNormConfig
-from vpr_seq_ros.encoders.base import FrameEncoder
+from vpr_seq_ros.config import EncoderConfig, PatchNormConfig
+from vpr_seq_ros.encoders.base import EncoderPlugin, FrameEncoder
 from vpr_seq_ros.errors import SourceError
 
 _EPS = 1e-6
@@ -53,7 +57,10 @@ class PatchNormEncoder(FrameEncoder):
     input_kind = 'image'
 
     def __init__(self, cfg: PatchNormConfig | None = None) -> None:
-        self.cfg = cfg or PatchNormConfig()
+        cfg = cfg or PatchNormConfig()
+        if cfg.normalize == 'auto':  # not resolved by a Config: the Euclidean default
+            cfg = replace(cfg, normalize='l2')
+        self.cfg = cfg
 
     @property
     def dim(self) -> int:
@@ -67,4 +74,18 @@ class PatchNormEncoder(FrameEncoder):
         for row, image in enumerate(inputs):
             thumb = grey_thumbnail(image, self.cfg.width, self.cfg.height)
             out[row] = patch_normalise(thumb, self.cfg.patch_size).ravel()
+        if self.cfg.normalize == 'l2':
+            # A flat image (all patches flat) stays all zeros.
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.maximum(norms, _EPS)
         return out
+
+
+class PatchNormPlugin(EncoderPlugin):
+    """``patchnorm``: no weights, fp32 only, not exported (it is not a network)."""
+
+    name = 'patchnorm'
+
+    def build(self, cfg: EncoderConfig, precision: str = 'fp32',
+              num_threads: int | None = None) -> FrameEncoder:
+        return PatchNormEncoder(cfg.patchnorm)

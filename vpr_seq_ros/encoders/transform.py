@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from vpr_seq_ros.config import TransformConfig
-from vpr_seq_ros.encoders.base import FrameEncoder
-from vpr_seq_ros.errors import ConfigError, ModelError
+from vpr_seq_ros.encoders.base import FrameEncoder, TransformPlugin
+from vpr_seq_ros.errors import ModelError
 
 _LOG = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class TransformedEncoder(FrameEncoder):
         self.name = f'{base.name}+{tcfg.name}'
         self.input_kind = base.input_kind
         self.seqgem_p = None
+        self.precision = base.precision
+        self.parity = base.parity
         self._tcfg = tcfg
         self._weight: np.ndarray | None = None  # (D_out, D_in) float32
         self._bias: np.ndarray | None = None  # (D_out,) float32
@@ -100,16 +102,22 @@ class TransformedEncoder(FrameEncoder):
         return (y / np.maximum(norms, _NORM_EPS)).astype(np.float32, copy=False)
 
 
-def build_transformed_encoder(encoder: FrameEncoder, tcfg: TransformConfig) -> FrameEncoder:
-    """Wrap ``encoder`` with the transform named by ``tcfg`` (``seqmatchnet``).
+class SeqMatchNetPlugin(TransformPlugin):
+    """``seqmatchnet``: SeqMatchNet's learnt ``y = L2norm(W x + b)`` after any frame encoder.
 
-    Raises:
-        ConfigError: an unknown transform name (``none`` needs no wrapping).
-        ModelError: see :class:`TransformedEncoder`.
+    Loads SeqMatchNet's training checkpoints (``pool.1.conv.weight``/``bias``, DataParallel
+    ``module.`` segments dropped) and this project's ``seqmatchnet`` checkpoints.
     """
-    if tcfg.name != 'seqmatchnet':
-        raise ConfigError(f'unknown transform {tcfg.name!r}; valid: seqmatchnet (or none, '
-                          'which needs no wrapping)')
-    wrapped = TransformedEncoder(encoder, tcfg)
-    _LOG.info('frame descriptors go through the %s transform (D = %d)', tcfg.name, wrapped.dim)
-    return wrapped
+
+    name = 'seqmatchnet'
+    checkpoint_kind = 'seqmatchnet'
+    checkpoint_layouts = ('seqmatchnet',)
+
+    def detect_layout(self, keys: Sequence[str]) -> str | None:
+        return 'seqmatchnet' if any(k.startswith('pool.') for k in keys) else None
+
+    def wrap(self, base: FrameEncoder, tcfg: TransformConfig) -> FrameEncoder:
+        wrapped = TransformedEncoder(base, tcfg)
+        _LOG.info('frame descriptors go through the %s transform (D = %d)', tcfg.name,
+                  wrapped.dim)
+        return wrapped

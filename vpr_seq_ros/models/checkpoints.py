@@ -1,6 +1,9 @@
 """Reading, recognising, strictly loading and writing checkpoints. Nothing is ever downloaded.
 
-Layouts recognised by :func:`read_checkpoint` (a DataParallel ``module.`` segment anywhere in a
+Each encoder or transform plugin (:mod:`vpr_seq_ros.encoders.registry`) declares the layouts it
+loads (``checkpoint_layouts``, recognised by its ``detect_layout``) and the ``kind`` of this
+project's checkpoints that hold its weights (``checkpoint_kind``); this module asks the
+registry. Layouts of the registered plugins (a DataParallel ``module.`` segment anywhere in a
 key is dropped first):
 
 - ``jist``: the official JIST state_dict (``JIST_r18_512_seqgem.pth``; 124 keys
@@ -16,7 +19,7 @@ key is dropped first):
 - this project's own checkpoints (:func:`save_checkpoint`)::
 
       {'format': 'vpr_seq_ros.checkpoint', 'version': 1,
-       'kind': 'jist-r18' | 'seqmatchnet',
+       'kind': 'jist-r18' | 'seqmatchnet' | <checkpoint_kind of any plugin>,
        'state_dict': {...},          # JistNet / SeqMatchNetTransform state_dict
        ...metadata}                  # plain values (str, int, float, bool, None, lists, dicts)
 
@@ -35,6 +38,8 @@ import torch
 from torch import nn
 
 from vpr_seq_ros.encoders.base import file_sha256
+from vpr_seq_ros.encoders.jist import LAYOUT_COSPLACE, LAYOUT_JIST
+from vpr_seq_ros.encoders.registry import all_plugins
 from vpr_seq_ros.errors import ModelError
 from vpr_seq_ros.models.jist import JistNet, init_head_identity, new_jist_net
 from vpr_seq_ros.models.resnet import ResNet18Trunk
@@ -43,15 +48,9 @@ _LOG = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 'vpr_seq_ros.checkpoint'
 CHECKPOINT_VERSION = 1
-KINDS = ('jist-r18', 'seqmatchnet')
 
-LAYOUT_JIST = 'jist'
-LAYOUT_COSPLACE = 'cosplace'
-LAYOUT_TORCHVISION = 'torchvision-resnet18'
 LAYOUT_SEQMATCHNET = 'seqmatchnet'
 LAYOUT_RANDOM = 'random'
-_KIND_OF_LAYOUT = {LAYOUT_JIST: 'jist-r18', LAYOUT_COSPLACE: 'jist-r18',
-                   LAYOUT_TORCHVISION: 'jist-r18', LAYOUT_SEQMATCHNET: 'seqmatchnet'}
 
 RANDOM_SEED = 0
 _README = 'models/README.md'
@@ -66,7 +65,8 @@ class Checkpoint:
         path: the file.
         sha256: hex SHA-256 of the file.
         layout: one of the layouts in the module docstring.
-        kind: what it holds: ``jist-r18`` or ``seqmatchnet``.
+        kind: what it holds: the ``checkpoint_kind`` of a plugin (``jist-r18``,
+            ``seqmatchnet``).
         state_dict: tensors, ``module.`` segments removed.
         meta: metadata of this project's checkpoints (empty for others).
     """
@@ -116,6 +116,11 @@ def _torch_load(path: Path) -> Any:
             'torch.save (a pickled whole model is refused: re-save model.state_dict())') from err
 
 
+def checkpoint_kinds() -> tuple[str, ...]:
+    """The checkpoint kinds of the registered plugins (``jist-r18``, ``seqmatchnet``, ...)."""
+    return tuple(p.checkpoint_kind for p in all_plugins() if p.checkpoint_kind)
+
+
 def _unwrap(obj: Any, path: Path) -> tuple[Mapping[str, Any], dict[str, Any], str | None]:
     """(state_dict, meta, kind of a project checkpoint or None)."""
     if not isinstance(obj, Mapping):
@@ -130,8 +135,9 @@ def _unwrap(obj: Any, path: Path) -> tuple[Mapping[str, Any], dict[str, Any], st
                              f'; this vpr_seq_ros reads version {CHECKPOINT_VERSION}: use the '
                              'vpr_seq_ros release that wrote it')
         kind = obj.get('kind')
-        if kind not in KINDS:
-            raise ModelError(f'{path} has kind {kind!r}; expected one of {", ".join(KINDS)}')
+        kinds = checkpoint_kinds()
+        if kind not in kinds:
+            raise ModelError(f'{path} has kind {kind!r}; expected one of {", ".join(kinds)}')
         state_dict = obj.get('state_dict')
         if not isinstance(state_dict, Mapping):
             raise ModelError(f'{path} has no state_dict mapping; the file is damaged')
@@ -144,16 +150,12 @@ def _unwrap(obj: Any, path: Path) -> tuple[Mapping[str, Any], dict[str, Any], st
     return obj, {}, None
 
 
-def _detect_layout(keys: list[str], path: Path) -> str:
-    if 'seq_gem.p' in keys or any(k.startswith(('model.backbone.', 'model.aggregation.'))
-                                  for k in keys):
-        return LAYOUT_JIST
-    if any(k.startswith(('backbone.', 'aggregation.')) for k in keys):
-        return LAYOUT_COSPLACE
-    if 'conv1.weight' in keys or any(k.startswith('layer1.') for k in keys):
-        return LAYOUT_TORCHVISION
-    if any(k.startswith('pool.') for k in keys):
-        return LAYOUT_SEQMATCHNET
+def _detect_layout(keys: list[str], path: Path) -> tuple[str, str]:
+    """(layout, kind) from the first registered plugin that recognises the keys."""
+    for plugin in all_plugins():
+        layout = plugin.detect_layout(keys)
+        if layout is not None and plugin.checkpoint_kind:
+            return layout, plugin.checkpoint_kind
     raise ModelError(
         f'{path} has no layout this tool knows (first keys: {_some(sorted(keys))}); expected the '
         'official JIST, CosPlace ResNet18_512, torchvision resnet18 or SeqMatchNet weights, or a '
@@ -193,8 +195,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if kind is not None:
         layout = f'vpr_seq_ros/{kind}'
     else:
-        layout = _detect_layout(list(state_dict), path)
-        kind = _KIND_OF_LAYOUT[layout]
+        layout, kind = _detect_layout(list(state_dict), path)
     _LOG.debug('read %s: layout %s, %d tensors', path, layout, len(state_dict))
     return Checkpoint(path=path, sha256=file_sha256(path), layout=layout, kind=kind,
                       state_dict=state_dict, meta=meta)
@@ -341,8 +342,9 @@ def save_checkpoint(path: str | Path, kind: str, state_dict: Mapping[str, torch.
 
     Args:
         path: destination file (parent folders are created).
-        kind: ``jist-r18`` (a :class:`JistNet` state_dict) or ``seqmatchnet`` (a
-            :class:`~vpr_seq_ros.models.seqmatchnet.SeqMatchNetTransform` state_dict).
+        kind: a plugin's ``checkpoint_kind``: ``jist-r18`` (a :class:`JistNet` state_dict) or
+            ``seqmatchnet`` (a :class:`~vpr_seq_ros.models.seqmatchnet.SeqMatchNetTransform`
+            state_dict).
         state_dict: the tensors; saved detached, on the CPU.
         **meta: plain metadata (e.g. ``epoch=3``, ``recall_at_1=0.9``, ``untrained_head``).
 
@@ -352,8 +354,9 @@ def save_checkpoint(path: str | Path, kind: str, state_dict: Mapping[str, torch.
     Raises:
         ModelError: unknown kind, reserved or non-plain metadata, non-tensor entries.
     """
-    if kind not in KINDS:
-        raise ModelError(f'checkpoint kind {kind!r} is not one of {", ".join(KINDS)}')
+    kinds = checkpoint_kinds()
+    if kind not in kinds:
+        raise ModelError(f'checkpoint kind {kind!r} is not one of {", ".join(kinds)}')
     reserved = {'format', 'version', 'kind', 'state_dict'} & set(meta)
     if reserved:
         raise ModelError(f'checkpoint metadata may not be named {", ".join(sorted(reserved))}')

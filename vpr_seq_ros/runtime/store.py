@@ -98,7 +98,7 @@ class FixedStore(ReferenceStore):
     def __init__(self, refmap: ReferenceMap) -> None:
         self.refmap = refmap
         run = refmap.run
-        self._descriptors = np.asarray(run.descriptors, np.float32)
+        self._descriptors = run.descriptors  # float16 maps stay float16 (memory-mapped)
         self._precomputed = None
         info = refmap.manifest.get('sequence_descriptors')
         if refmap.sequence_descriptors is not None and isinstance(info, dict):

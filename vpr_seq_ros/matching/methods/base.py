@@ -135,7 +135,8 @@ class References(Protocol):
     """What a streaming matcher reads of the reference store (:mod:`vpr_seq_ros.runtime.store`).
 
     Attributes:
-        descriptors: ``(N, D)`` float32 reference frame descriptors (a view).
+        descriptors: ``(N, D)`` reference frame descriptors (a view; float16 for a float16 map:
+            convert once where float32 is needed).
         segments: ``(N,)`` int64 segment ids (windows never cross them).
         growing: whether keyframes are appended (slam) or the set is a fixed map.
         precomputed: what the map stored at build time (fixed maps only), or None.
