@@ -150,7 +150,8 @@ def test_missing_weights(tmp_path):
 def onnx_card(folder: Path, onnx_file: str) -> Path:
     from vpr_seq_ros.models.onnx_export import CARD_FORMAT, CARD_VERSION, ModelCard
 
-    fields = {name: 0 for name in ModelCard.__dataclass_fields__ if name != 'path'}
+    fields: dict[str, object] = {name: None for name in ModelCard.__dataclass_fields__
+                                 if name != 'path'}
     fields.update(onnx_file=onnx_file, onnx_sha256='0' * 64, encoder='jist-r18',
                   input_height=224, input_width=224, descriptor_dim=512, weights_sha256=None,
                   weights_layout='jist', random_init=False, untrained_head=False, seqgem_p=3.0,
