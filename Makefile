@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/vpr-seq demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q test
+	$(PY) -m pytest -q -rs test
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/seqmatch_online.py

@@ -26,7 +26,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # learnt encoders (JIST, SeqMatchNet transform), ONNX export and runtime
     'models': ['torch>=2.1', 'onnx>=1.14', 'onnxruntime>=1.16'],
-    'test': ['pytest>=7.0', 'hypothesis>=6.0', 'ruff>=0.4'],
+    # pytest < 9: ROS 2 Jazzy's launch_testing pytest plugin fails to load under pytest 9
+    'test': ['pytest>=7.0,<9', 'hypothesis>=6.0', 'ruff>=0.4'],
     # offline training (vpr-seq train): torch only; never imported by the node
     'train': ['torch>=2.1'],
 }

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import logging
+import os
+import random
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,3 +64,64 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip('../shared/data is not present')
     return SHARED_DATA
+
+
+# ------------------------------------------------------------------ real ROS 2 runs
+# The ROS tests (in-process rclpy, ros2 launch, launch_testing) skip without a sourced ROS 2.
+# With VPR_REQUIRE_ROS=1 (CI with ../shared/ros2) a skipped ROS test fails the run instead, and
+# the summary lists which ROS tests ran. Every run talks in a ROS domain of its own.
+ROS_TEST_PREFIXES = ('test_ros_', 'test_launch_', 'test_fuzz_ros')
+
+if 'ROS_DOMAIN_ID' not in os.environ:
+    os.environ['ROS_DOMAIN_ID'] = str(random.Random(os.getpid() ^ time.time_ns()).randrange(
+        102, 215))
+
+
+def _is_ros_test(nodeid: str) -> bool:
+    return Path(nodeid.split('::')[0]).name.startswith(ROS_TEST_PREFIXES)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    outcomes: dict[str, list[str]] = {}
+    for outcome in ('passed', 'failed', 'skipped', 'error'):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, 'nodeid', '')
+            if _is_ros_test(nodeid) and getattr(report, 'when', 'call') in ('call', 'setup',
+                                                                              'collect'):
+                if outcome == 'passed' and report.when != 'call':
+                    continue
+                outcomes.setdefault(outcome, []).append(nodeid)
+    if not outcomes:
+        return
+    terminalreporter.section('ROS 2 tests')
+    terminalreporter.write_line(
+        f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID")}, '
+        f'ROS_DISTRO={os.environ.get("ROS_DISTRO", "(none sourced)")}, '
+        f'RMW_IMPLEMENTATION={os.environ.get("RMW_IMPLEMENTATION", "(default)")}')
+    for outcome, ids in outcomes.items():
+        terminalreporter.write_line(f'{outcome}: {len(ids)}')
+        for nodeid in ids:
+            terminalreporter.write_line(f'  {outcome.upper():8s}{nodeid}')
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    if os.environ.get('VPR_REQUIRE_ROS') != '1':
+        return
+    reporter = session.config.pluginmanager.get_plugin('terminalreporter')
+    skipped = [r.nodeid for r in (reporter.stats.get('skipped', []) if reporter else [])
+               if _is_ros_test(r.nodeid)]
+    if skipped:
+        if reporter:
+            reporter.write_line(f'VPR_REQUIRE_ROS=1 but {len(skipped)} ROS tests were skipped: '
+                                'is ROS 2 sourced?', red=True)
+        session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def _package_logs_reach_caplog() -> None:
+    """Importing ROS 2's ``launch`` (the launch_testing pytest plugin does, at start-up) makes
+    every logger created afterwards stop propagating to the root logger, where ``caplog``
+    listens; the package's loggers propagate again here."""
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith('vpr_seq_ros') and isinstance(logger, logging.Logger):
+            logger.propagate = True

@@ -25,7 +25,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from vpr_seq_ros.errors import ConfigError, MapError  # noqa: E402
 from vpr_seq_ros.messages import outputs  # noqa: E402
-from vpr_seq_ros.ros.node import VprSeqNode, rclpy_factory  # noqa: E402
+from vpr_seq_ros.messages.factory import generated_factory as rclpy_factory  # noqa: E402
+from vpr_seq_ros.ros.node import VprSeqNode  # noqa: E402
 from vpr_seq_ros.runtime.outputs import (Candidate, Diagnostics, LoopClosure,  # noqa: E402
                                          PlaceHypothesis, StepResult)
 from vpr_seq_ros.types import Pose  # noqa: E402
@@ -185,3 +186,33 @@ def test_localization_starts_from_the_maps_configuration(context, tmp_path):
         assert node.core.diagnostics.map_size == 30
     finally:
         node.destroy_node()
+
+
+def test_shared_counters_are_consistent_under_concurrency(slam_node, monkeypatch):
+    """Image callbacks from several threads and the diagnostics timer: no count is lost."""
+    reported: list[float] = []
+
+    def record(publisher, msg):
+        if publisher is slam_node.diag_pub:
+            values = {kv.key: kv.value for kv in msg.status[0].values}
+            reported.append(float(values['input_rate_hz']))
+
+    monkeypatch.setattr(slam_node, '_publish', record)
+    slam_node.stop.set()  # the worker leaves the queue alone: only the counters are tested
+    slam_node.worker.join(timeout=5.0)
+    calls, threads = 2000, 4
+    image = object()
+
+    def callbacks():
+        for _ in range(calls):
+            slam_node._on_image(image)
+
+    workers = [threading.Thread(target=callbacks) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        slam_node._publish_diagnostics()
+    slam_node._publish_diagnostics()
+    assert sum(reported) == calls * threads
+    depth = slam_node.cfg.node.queue_depth
+    assert slam_node.core.diagnostics.frames_dropped_queue == calls * threads - depth

@@ -80,3 +80,46 @@ def test_dropping_queue_keeps_the_newest():
     assert got == [7]
     with pytest.raises(ValueError):
         DroppingQueue(0)
+
+
+def test_node_configuration_is_one_resolution(tmp_path):
+    """map < preset < config file < parameters, as evaluate and replay resolve it."""
+    import numpy as np
+
+    from vpr_seq_ros.pipeline import build_map
+    from vpr_seq_ros.ros.params import resolve_node_config
+
+    np.save(tmp_path / 'ref.npy', np.random.default_rng(0).normal(size=(20, 8)).astype('f4'))
+    built = load_config(overrides={'encoder.name': 'npy', 'sequence.length': 7,
+                                   'matching.distance': 'sad', 'matching.top_k': 9})
+    map_path = build_map(tmp_path / 'ref.npy', built, tmp_path / 'map.npz')
+    params = tmp_path / 'params.yaml'
+    params.write_text(yaml.safe_dump({'vpr_seq_node': {'ros__parameters': {
+        'sequence': {'length': 6}, 'matching': {'top_k': 4}}}}))
+    cfg, refmap = resolve_node_config({'node.map_path': str(map_path), 'matching.top_k': 2},
+                                      config_file=str(params))
+    assert refmap is not None and len(refmap.run) == 20
+    assert cfg.encoder.name == 'npy' and cfg.matching.distance == 'sad'   # the map's
+    assert cfg.sequence.length == 6                                        # the file's
+    assert cfg.matching.top_k == 2                                         # the parameter's
+    slam, none = resolve_node_config({'node.mode': 'slam', 'node.map_path': str(map_path)})
+    assert none is None and slam.encoder.name == Config().encoder.name   # slam: no map layer
+
+
+def test_a_map_saved_in_slam_mode_starts_in_localization_mode(tmp_path):
+    """The map's configuration layer (node.mode: slam) never overrides the node's mode."""
+    import numpy as np
+
+    from vpr_seq_ros.runtime.core import NodeCore
+    from vpr_seq_ros.ros.params import resolve_node_config
+    from vpr_seq_ros.types import Frame
+
+    slam = NodeCore.from_config(load_config(overrides={'node.mode': 'slam',
+                                                       'encoder.name': 'npy'}))
+    for i in range(6):
+        slam.on_frame(Frame(index=i, stamp_ns=(i + 1) * 10**9,
+                            descriptor=np.full(4, i, np.float32)))
+    path = slam.save_map(tmp_path / 'keyframes.npz')
+    cfg, refmap = resolve_node_config({'node.map_path': str(path)})
+    assert cfg.node.mode == 'localization' and refmap is not None and len(refmap.run) == 6
+    assert cfg.node.map_path == str(path) and cfg.encoder.name == 'npy'

@@ -295,7 +295,8 @@ def load_map(path: str | Path, keep_float16: bool = True) -> ReferenceMap:
     try:
         stored = json.loads(np.asarray(arrays['manifest']).tobytes().decode())
     except (KeyError, ValueError, UnicodeDecodeError) as err:
-        raise MapError(f'map file {path} has no readable manifest') from err
+        raise MapError(f'map file {path} has no readable manifest: it is not a vpr_seq_ros map '
+                       '(or a damaged one); rebuild it with `vpr-seq build-map`') from err
     if not isinstance(stored, dict) or stored.get('format') != MAP_FORMAT:
         found = stored.get('format') if isinstance(stored, dict) else None
         raise MapError(f'{path} is not a vpr_seq_ros map (format {found!r})')

@@ -1,21 +1,22 @@
-"""The rclpy shell: subscribe, convert, call the node core, publish. Nothing else.
+"""The rclpy shell: declare parameters, subscribe, publish, serve, time. Nothing else.
 
-Everything the node decides lives in :class:`vpr_seq_ros.runtime.core.NodeCore` (tested without
-ROS). Frames wait in a bounded queue; a worker thread decodes, encodes and matches them, so the
-subscription callback never blocks and the stalest frames are dropped under load.
+Everything the node decides lives in :class:`vpr_seq_ros.runtime.core.NodeCore`, messages are
+decoded and built in :mod:`vpr_seq_ros.messages`, and the configuration is resolved by
+:func:`vpr_seq_ros.ros.params.resolve_node_config` (all tested without ROS). Frames wait in a
+bounded queue; a worker thread decodes, encodes and matches them, so the subscription callback
+never blocks and the stalest frames are dropped under load. Every counter the callbacks, the
+worker and the diagnostics timer share is changed under ``self.lock``.
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
 import difflib
-import importlib
+import signal
 import threading
 import traceback
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -23,6 +24,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -31,20 +33,17 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from vpr_seq_ros.config import Config, load_config
-from vpr_seq_ros.conversions import stamp_to_ns, yaw_from_quaternion
+from vpr_seq_ros.config import Config
 from vpr_seq_ros.encoders import build_encoder
-from vpr_seq_ros.errors import ConfigError, DecodeError, VprSeqError
+from vpr_seq_ros.errors import ConfigError, VprSeqError
 from vpr_seq_ros.messages import outputs
-from vpr_seq_ros.messages.images import decode_any
+from vpr_seq_ros.messages.factory import generated_factory
+from vpr_seq_ros.messages.intake import Intake
 from vpr_seq_ros.ros.params import (DYNAMIC_PREFIXES, config_from_parameters,
                                     default_parameters, is_dynamic, parameter_description,
-                                    parameter_kind)
-from vpr_seq_ros.pipeline import map_config
-from vpr_seq_ros.refmap import load_map
+                                    parameter_kind, resolve_node_config)
 from vpr_seq_ros.runtime.core import NodeCore
 from vpr_seq_ros.runtime.queue import DroppingQueue
-from vpr_seq_ros.types import Frame, Pose
 
 _KIND_TYPES = {
     'bool': ParameterType.PARAMETER_BOOL,
@@ -63,64 +62,8 @@ _OUTPUT_CLASSES = {
     outputs.TOPIC_MARKERS: MarkerArray,
 }
 
-
-_FLOAT_TYPES = {'float': ('f', np.float32), 'double': ('d', np.float64)}
-_INT_TYPES = {
-    'int8': ('b', np.int8), 'uint8': ('B', np.uint8), 'int16': ('h', np.int16),
-    'uint16': ('H', np.uint16), 'int32': ('i', np.int32), 'uint32': ('I', np.uint32),
-    'int64': ('q', np.int64), 'uint64': ('Q', np.uint64),
-}
-_NUMERIC_TYPES = {**_FLOAT_TYPES, **_INT_TYPES}
-
-
-def _coerce_field(idl_type: str, value: Any) -> Any:
-    """A value in the Python type rclpy's C conversion expects for an IDL field type.
-
-    Jazzy's generated setters no longer check types by default (``ROS_PYTHON_CHECK_FIELDS``),
-    and the C conversion then reads an ``int`` in a ``double`` or ``octet`` field, or a
-    ``numpy.float32``, as garbage. Values are therefore converted here, by the field's type.
-    """
-    if idl_type in ('octet', 'byte'):
-        return value if isinstance(value, bytes) else bytes([int(value)])
-    if idl_type in _FLOAT_TYPES:
-        return float(value)
-    if idl_type in _INT_TYPES:
-        return int(value)
-    if idl_type == 'boolean':
-        return bool(value)
-    if idl_type.startswith('sequence<'):
-        inner = idl_type[len('sequence<'):-1].split(',')[0].strip()
-        if inner in _NUMERIC_TYPES:  # rclpy keeps these as array.array
-            code, dtype = _NUMERIC_TYPES[inner]
-            return array.array(code, np.ascontiguousarray(value, dtype=dtype).ravel().tobytes())
-        return list(value)
-    if idl_type.endswith(']') and '[' in idl_type:  # fixed-size array: a numpy array
-        inner = idl_type[:idl_type.index('[')]
-        if inner in _NUMERIC_TYPES:
-            return np.array(value, dtype=_NUMERIC_TYPES[inner][1]).ravel()
-        return list(value)
-    return value  # strings, nested messages
-
-
-def rclpy_factory() -> outputs.Factory:
-    """Message factory over rclpy's generated classes, with values coerced to the field types."""
-    cache: dict[str, tuple[Any, dict[str, str]]] = {}
-
-    def make(typename: str, **fields: Any) -> Any:
-        entry = cache.get(typename)
-        if entry is None:
-            package, _, name = typename.split('/')
-            cls = getattr(importlib.import_module(f'{package}.msg'), name)
-            entry = cache[typename] = (cls, cls.get_fields_and_field_types())
-        cls, types = entry
-        msg = cls()
-        for key, value in fields.items():
-            if key not in types:
-                raise TypeError(f'{typename} has no field {key!r}')
-            setattr(msg, key, _coerce_field(types[key], value))
-        return msg
-
-    return make
+_SHUTDOWN_ERRORS = (_rclpy.RCLError, _rclpy.InvalidHandle) if hasattr(_rclpy, 'InvalidHandle') \
+    else (_rclpy.RCLError,)
 
 
 class VprSeqNode(Node):
@@ -129,37 +72,29 @@ class VprSeqNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         """``node_kwargs`` go to :class:`rclpy.node.Node` (context, parameter_overrides, ...)."""
         super().__init__('vpr_seq_node', **node_kwargs)
-        self.declare_parameter('preset', '', ParameterDescriptor(
-            description='named preset of config/presets applied under the parameters',
-            read_only=True))
-        self.declare_parameter('config_file', '', ParameterDescriptor(
-            description='YAML file of the configuration schema applied under the parameters',
-            read_only=True))
-        # In localization mode the map's own configuration is the base layer (as for
-        # vpr-seq evaluate and replay): map < preset < config_file < parameters.
-        defaults = default_parameters(Config())
-        for name in ('node.mode', 'node.map_path'):
-            self._declare(name, defaults[name])
-        mode = self.get_parameter('node.mode').value
-        map_path = self.get_parameter('node.map_path').value
-        refmap = load_map(map_path) if mode == 'localization' and map_path else None
-        base = load_config(self.get_parameter('preset').value or None,
-                           self.get_parameter('config_file').value or None,
-                           base=map_config(refmap) if refmap is not None else None)
-        self.schema_names = frozenset(default_parameters(base))
-        for name, default in default_parameters(base).items():
-            if name not in ('node.mode', 'node.map_path'):
-                self._declare(name, default)
-        values = {name: self.get_parameter(name).value for name in self.schema_names}
-        self.cfg = config_from_parameters(values, base)  # raises: fatal at start-up
+        for name, text in (('preset', 'named preset of config/presets applied under the '
+                                      'parameters'),
+                           ('config_file', 'YAML file of the configuration schema applied '
+                                           'under the parameters')):
+            self.declare_parameter(name, '', ParameterDescriptor(description=text,
+                                                                 read_only=True))
+        self.schema_names = frozenset(default_parameters(Config()))
+        given = {name: p.value for name, p in self._parameter_overrides.items()
+                 if name in self.schema_names}
+        cfg, refmap = resolve_node_config(given, self.get_parameter('preset').value,
+                                          self.get_parameter('config_file').value)
+        for name, default in default_parameters(cfg).items():
+            self._declare(name, default)
+        self.cfg = config_from_parameters(
+            {name: self.get_parameter(name).value for name in self.schema_names}, cfg)
         self._warn_unknown_overrides()
-        # model and map load once, here
+        # model and map load once, here; any problem is fatal now, never later
         self.core = NodeCore(self.cfg, build_encoder(self.cfg.encoder), refmap) \
             if refmap is not None else NodeCore.from_config(self.cfg)
-        self.make = rclpy_factory()
+        self.make = generated_factory()
         self.lock = threading.Lock()
+        self.intake = Intake(self.core, lambda: self.get_clock().now().nanoseconds, self.lock)
         self.queue: DroppingQueue = DroppingQueue(self.cfg.node.queue_depth)
-        self.query_pose: Pose | None = None
         self.frames_in_window = 0
         self.stop = threading.Event()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -187,8 +122,7 @@ class VprSeqNode(Node):
 
     def _warn_unknown_overrides(self) -> None:
         """rclpy ignores overrides of undeclared parameters: name them (typos in YAML)."""
-        overrides = getattr(self, '_parameter_overrides', {})  # rclpy keeps them here
-        unknown = sorted(name for name in overrides
+        unknown = sorted(name for name in self._parameter_overrides
                          if not self.has_parameter(name) and not name.startswith('qos_overrides.'))
         for name in unknown:
             close = difflib.get_close_matches(name, sorted(self.schema_names), n=1)
@@ -215,64 +149,46 @@ class VprSeqNode(Node):
         except InvalidParameterValueException as err:
             raise ConfigError(f'parameter {name}: {err}') from err
 
-    # ------------------------------------------------------------------ callbacks
-    def _stamp_ns(self, header: Any) -> int:
-        """A header stamp in ns; a zero stamp is replaced by the node's clock (receive time)."""
-        return stamp_to_ns(header.stamp, self.get_clock().now().nanoseconds)
+    def _publish(self, publisher: Any, msg: Any) -> None:
+        """Publish unless the node is shutting down (then the context may already be gone)."""
+        if self.stop.is_set() or not self.context.ok():
+            return
+        try:
+            publisher.publish(msg)
+        except _SHUTDOWN_ERRORS:
+            if self.context.ok():
+                raise
 
+    # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Any) -> None:
-        self.frames_in_window += 1
         dropped = self.queue.put(msg)
-        if dropped:
-            with self.lock:
-                self.core.diagnostics.frames_dropped_queue += dropped
+        with self.lock:
+            self.frames_in_window += 1
+            self.core.diagnostics.frames_dropped_queue += dropped
 
     def _on_odom(self, msg: Odometry) -> None:
-        p = msg.pose.pose
-        q = p.orientation
-        pose = Pose(p.position.x, p.position.y, p.position.z,
-                    yaw_from_quaternion(q.x, q.y, q.z, q.w))
-        with self.lock:
-            self.query_pose = pose
-            self.core.on_odometry(self._stamp_ns(msg.header), pose)
+        self.intake.odometry(msg)
 
     def _work(self) -> None:
-        index = 0
-        while not self.stop.is_set() and rclpy.ok(context=self.context):
+        """The inference thread: decode, encode, match and publish the newest frames."""
+        while not self.stop.is_set() and self.context.ok():
             msg = self.queue.get(timeout=0.5)
             if msg is None or self.stop.is_set():
                 continue
+            step = self.intake.image(msg)  # never raises; drops are counted
+            if step is None:
+                continue
+            with self.lock:
+                cfg, query_pose = self.cfg, self.intake.last_pose
             try:
-                self._process(msg, index)
+                for out in outputs.step_messages(self.make, step, cfg.node.map_frame,
+                                                 cfg.node.max_distance, query_pose,
+                                                 cfg.node.publish_markers):
+                    self._publish(self.pubs[out.topic], out.msg)
             except Exception:  # noqa: BLE001 - the worker must outlive one bad frame
-                self.get_logger().error(f'frame {index} failed:\n{traceback.format_exc()}',
-                                        throttle_duration_sec=5.0)
-            index += 1
-
-    def _process(self, msg: Any, index: int) -> None:
-        try:
-            image = decode_any(msg)
-        except DecodeError as err:
-            with self.lock:
-                self.core.diagnostics.frames_dropped_malformed += 1
-            self.get_logger().warning(f'dropped a malformed image: {err}',
-                                      throttle_duration_sec=5.0)
-            return
-        frame = Frame(index=index, stamp_ns=self._stamp_ns(msg.header), image=image)
-        try:
-            with self.lock:
-                step = self.core.on_frame(frame)
-                query_pose = self.query_pose
-                cfg = self.cfg
-        except VprSeqError as err:
-            self.get_logger().error(f'frame skipped: {err}', throttle_duration_sec=5.0)
-            return
-        for out in outputs.step_messages(self.make, step, cfg.node.map_frame,
-                                         cfg.node.max_distance, query_pose,
-                                         cfg.node.publish_markers):
-            if self.stop.is_set():
-                return
-            self.pubs[out.topic].publish(out.msg)
+                if self.context.ok():
+                    self.get_logger().error(f'publishing failed:\n{traceback.format_exc()}',
+                                            throttle_duration_sec=5.0)
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         # Parameters outside the schema (use_sim_time, ...) are rclpy's own business.
@@ -295,9 +211,9 @@ class VprSeqNode(Node):
         return SetParametersResult(successful=True)
 
     def _on_save_map(self, request: Trigger.Request, response: Trigger.Response) -> Any:
-        path = self.cfg.node.map_path or 'vpr_seq_map.npz'
         try:
             with self.lock:
+                path = self.cfg.node.map_path or 'vpr_seq_map.npz'
                 written = self.core.save_map(path)
             response.success, response.message = True, f'map written to {written}'
         except VprSeqError as err:
@@ -311,40 +227,75 @@ class VprSeqNode(Node):
         return response
 
     def _publish_diagnostics(self) -> None:
-        if self.frames_in_window == 0 and self.core.diagnostics.frames_received == 0:
+        with self.lock:
+            frames_in_window, self.frames_in_window = self.frames_in_window, 0
+            received = self.core.diagnostics.frames_received
+            msg = outputs.diagnostics(self.make, self.core.diagnostics,
+                                      self.get_clock().now().nanoseconds,
+                                      f'vpr_seq_ros: {self.cfg.node.mode}',
+                                      float(frames_in_window))
+        if frames_in_window == 0 and received == 0:
             self.get_logger().warning(
                 f'no image received yet on {self.image_sub.topic_name}: check the image topic '
                 f'remapping, node.image_transport ({self.cfg.node.image_transport}) and QoS '
                 '(sensor data: best effort)', throttle_duration_sec=10.0)
-        with self.lock:
-            msg = outputs.diagnostics(self.make, self.core.diagnostics,
-                                      self.get_clock().now().nanoseconds,
-                                      f'vpr_seq_ros: {self.cfg.node.mode}',
-                                      float(self.frames_in_window))
-        self.frames_in_window = 0
-        self.diag_pub.publish(msg)
+        self._publish(self.diag_pub, msg)
+
+
+def spin(node: Node) -> None:
+    """Spin ``node`` until Ctrl-C, SIGTERM or a shutdown of its context; never raises for those.
+
+    A signal shuts the context down from rclpy's signal-handling thread while the executor may
+    be building its next wait set; rclpy then raises ``RCLError: failed to initialize wait
+    set: the given context is not valid`` from ``spin()`` (ros2cli tolerates the same race).
+    An error of rclpy's once the context is no longer valid is therefore a shutdown.
+    """
+    executor = MultiThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except _SHUTDOWN_ERRORS:
+        if node.context.ok():
+            raise
+    finally:
+        with contextlib.suppress(KeyboardInterrupt, *_SHUTDOWN_ERRORS):
+            executor.shutdown(timeout_sec=1.0)
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Python's part of Ctrl-C: nothing. rclpy's own handler, which runs first, shuts the
+    context down, and that ends :func:`spin`. Raising ``KeyboardInterrupt`` as Python does by
+    default would land in whatever code runs at that moment (a thread pool's clean-up, a
+    publisher), and ros2 launch passes a second SIGINT to the node after the terminal's."""
 
 
 def main(args: list[str] | None = None) -> None:
-    """``ros2 run vpr_seq_ros vpr_node``."""
+    """``ros2 run vpr_seq_ros vpr_node``; exits 0 on Ctrl-C or SIGTERM, 1 on a start-up error.
+
+    The SIGINT handler is set before ``rclpy.init``, which chains rclpy's handler to it.
+    """
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGINT, _on_sigint)
     rclpy.init(args=args)
     node = None
     code = 0
     try:
         node = VprSeqNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except _SHUTDOWN_ERRORS:
+        if rclpy.ok():
+            raise  # a real error of rclpy's, not a shutdown during start-up
     except VprSeqError as err:
         # Start-up errors (missing map or model, bad parameter) are fatal and say why.
         get_logger('vpr_seq_node').fatal(str(err))
         code = 1
     finally:
-        # Ctrl-C reaches a launched node twice (terminal and launch): the second must not
-        # turn the clean-up into a traceback.
-        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException,
+                                 *_SHUTDOWN_ERRORS):
             if node is not None:
                 node.destroy_node()
             rclpy.try_shutdown()
