@@ -96,3 +96,43 @@ def test_descriptor_keyframes_cannot_be_verified_and_say_so(caplog):
                             descriptor=rng.normal(size=8).astype(np.float32)))
     assert core.verification.unverifiable == 3
     assert 'needs images' in caplog.text
+
+
+def test_verified_closures_in_the_messages_a_back_end_reads():
+    """The table rows (verified and rejected), the LIO-SAM pair for verified ones only, and the
+    relative pose with its covariance, serialised as CDR like the result bag does."""
+    from rosbags.typesys import Stores, get_typestore
+
+    from vpr_seq_ros.messages.outputs import (LOOP_COLUMNS, TOPIC_LOOP_CLOSURE,
+                                              TOPIC_LOOP_CLOSURE_POSE, TOPIC_LOOP_CLOSURES,
+                                              rosbags_factory, step_messages)
+
+    xs = [-0.6, -0.3, 0.0, 0.3, 0.6, 0.9]
+    seq = frames([(x, 0) for x in xs] + [(x, 7) for x in xs] + [(x + 0.02, 0) for x in xs])
+    _, steps = run_core(True, seq)
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    make = rosbags_factory(store)
+    pairs = poses = rows = 0
+    for step in steps:
+        for out in step_messages(make, step, 'map', verifying=True):
+            data = store.deserialize_cdr(store.serialize_cdr(out.msg, out.typename),
+                                         out.typename)
+            if out.topic == TOPIC_LOOP_CLOSURE:
+                pairs += 1
+            elif out.topic == TOPIC_LOOP_CLOSURE_POSE:
+                poses += 1
+                q = data.pose.pose.orientation
+                assert abs(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2 - 1) < 1e-6
+                cov = data.pose.covariance.reshape(6, 6)
+                assert np.allclose(cov, cov.T) and np.all(np.diag(cov) > 0)
+            elif out.topic == TOPIC_LOOP_CLOSURES:
+                table = data.data.reshape(-1, len(LOOP_COLUMNS))
+                status = table[:, LOOP_COLUMNS.index('status')]
+                inliers = table[:, LOOP_COLUMNS.index('inliers')]
+                assert set(status) <= {0.0, 1.0}
+                assert np.all(inliers[status == 1] >= 20)
+                rows += len(table)
+    published = sum(len(s.loop_closures) for s in steps)
+    rejected = sum(len(s.rejected) for s in steps)
+    assert pairs == published and poses == sum(bool(s.loop_closures) for s in steps)
+    assert rows == published + rejected and rejected > 0

@@ -274,6 +274,7 @@ def map_config(refmap: ReferenceMap) -> dict[str, Any]:
             section[leaf] = str(folder / value)
     data.get('source', {}).pop('poses', None)  # the map's own frame table, never a query's
     data.pop('evaluation', None)  # ground truth is a property of the query, not of the map
+    data.pop('node', None)  # how a node ran (e.g. the slam run that saved the map), not the map
     return data
 
 

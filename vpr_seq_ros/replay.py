@@ -280,7 +280,8 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
                 published = _published(step, top_k)
                 for out in step_messages(out_bag.make, published, cfg.node.map_frame,
                                          cfg.node.max_distance, query_pose,
-                                         cfg.node.publish_markers):
+                                         cfg.node.publish_markers,
+                                         cfg.node.verification.enabled):
                     out_bag.write(out.topic, out.typename, out.msg, stamp)
                 if next_diag_ns is None or stamp >= next_diag_ns:
                     out_bag.write(TOPIC_DIAGNOSTICS, OUTPUT_TYPES[TOPIC_DIAGNOSTICS],

@@ -13,8 +13,10 @@ Topics (relative names; ``~/`` is the node's private namespace):
   columns :data:`PLACE_COLUMNS`.
 * ``~/loop_closure`` (std_msgs/Float64MultiArray): ``[t_query_sec, t_match_sec]``, the
   LIO-SAM family convention.
-* ``~/loop_closures`` (std_msgs/Float64MultiArray): rows = candidates, columns
-  :data:`LOOP_COLUMNS`.
+* ``~/loop_closures`` (std_msgs/Float64MultiArray): rows = candidates (verified and rejected),
+  columns :data:`LOOP_COLUMNS`.
+* ``~/loop_closure_pose`` (geometry_msgs/PoseWithCovarianceStamped): the relative pose of the
+  latest verified loop closure, with a covariance from its inliers.
 * ``~/markers`` (visualization_msgs/MarkerArray): matched place (sphere + text), loop-closure
   lines.
 * ``/diagnostics`` (diagnostic_msgs/DiagnosticArray): input rate, timings, buffer fill, drops,
@@ -35,14 +37,21 @@ from vpr_seq_ros.types import Pose
 Factory = Callable[..., Any]
 """``make(typename, **fields) -> message``."""
 
-PLACE_COLUMNS = ('ref_index', 'ref_stamp_sec', 'distance', 'score', 'x', 'y', 'z', 'yaw')
+PLACE_COLUMNS = ('ref_index', 'ref_stamp_sec', 'distance', 'score', 'x', 'y', 'z', 'yaw',
+                 'confidence')
 LOOP_COLUMNS = ('query_index', 'query_stamp_sec', 'match_index', 'match_stamp_sec', 'distance',
-                'score')
+                'score', 'status', 'inliers', 'qx', 'qy', 'qz', 'qw', 'tx', 'ty', 'tz',
+                'metric')
+"""``status``: 1 verified (published on ``~/loop_closure``), 0 rejected by verification,
+-1 not verified (verification off). ``q*``/``t*``: the relative pose of the verified closure
+(query camera in the matched keyframe's camera, OpenCV optical axes: ``X_match = R X_query +
+t``); ``t`` is a unit direction unless ``metric`` is 1 (depth gave metres). NaN when unknown."""
 
 TOPIC_MATCHED_POSE = '~/matched_pose'
 TOPIC_PLACE_MATCHES = '~/place_matches'
 TOPIC_LOOP_CLOSURE = '~/loop_closure'
 TOPIC_LOOP_CLOSURES = '~/loop_closures'
+TOPIC_LOOP_CLOSURE_POSE = '~/loop_closure_pose'
 TOPIC_MARKERS = '~/markers'
 TOPIC_DIAGNOSTICS = '/diagnostics'
 
@@ -51,6 +60,7 @@ OUTPUT_TYPES = {
     TOPIC_PLACE_MATCHES: 'std_msgs/msg/Float64MultiArray',
     TOPIC_LOOP_CLOSURE: 'std_msgs/msg/Float64MultiArray',
     TOPIC_LOOP_CLOSURES: 'std_msgs/msg/Float64MultiArray',
+    TOPIC_LOOP_CLOSURE_POSE: 'geometry_msgs/msg/PoseWithCovarianceStamped',
     TOPIC_MARKERS: 'visualization_msgs/msg/MarkerArray',
     TOPIC_DIAGNOSTICS: 'diagnostic_msgs/msg/DiagnosticArray',
 }
@@ -139,8 +149,13 @@ def labelled_array(make: Factory, rows: np.ndarray, row_label: str,
     return make('std_msgs/msg/Float64MultiArray', layout=layout, data=rows.ravel())
 
 
-def confidence_sigma(score: float) -> float:
-    """Scale of the pose standard deviations: 1 for a confident match, up to 20 otherwise."""
+def confidence_sigma(score: float, confidence: float = math.nan) -> float:
+    """Scale of the pose standard deviations: 1 for a confident match, up to 20 otherwise.
+
+    With a calibrated ``confidence`` (probability the match is right) the scale is
+    ``1 / confidence`` (bounded to 20); otherwise the score stands in for it."""
+    if math.isfinite(confidence):
+        return 1.0 / max(min(confidence, 1.0), 0.05)
     return 1.0 / max(min(score / CONFIDENT_SCORE, 1.0), 0.05)
 
 
@@ -155,7 +170,7 @@ def matched_pose(make: Factory, hypothesis: PlaceHypothesis, frame_id: str,
         return None
     if max_distance > 0 and best.distance > max_distance:
         return None
-    scale = confidence_sigma(best.score)
+    scale = confidence_sigma(best.score, best.confidence)
     var_xyz = (POSITION_SIGMA_M * scale) ** 2
     var_yaw = (YAW_SIGMA_RAD * scale) ** 2
     covariance = np.zeros(36)
@@ -173,7 +188,8 @@ def place_matches(make: Factory, hypothesis: PlaceHypothesis) -> Any:
     rows = []
     for c in hypothesis.candidates:
         pose = (c.pose.x, c.pose.y, c.pose.z, c.pose.yaw) if c.pose else (math.nan,) * 4
-        rows.append((c.ref_index, c.ref_stamp_ns * 1e-9, c.distance, c.score, *pose))
+        rows.append((c.ref_index, c.ref_stamp_ns * 1e-9, c.distance, c.score, *pose,
+                     c.confidence))
     return labelled_array(make, np.array(rows).reshape(-1, len(PLACE_COLUMNS)), 'candidates',
                           PLACE_COLUMNS)
 
@@ -185,12 +201,52 @@ def loop_closure_pair(make: Factory, closure: LoopClosure) -> Any:
                 data=np.array([closure.query_stamp_ns * 1e-9, closure.match_stamp_ns * 1e-9]))
 
 
-def loop_closures(make: Factory, closures: Sequence[LoopClosure]) -> Any:
-    """All candidates of a step as a labelled Float64MultiArray."""
+def _geometry(closure: LoopClosure) -> tuple[float, ...]:
+    """inliers, quaternion, translation and metric flag of a verified closure (NaN if none)."""
+    v = closure.verification
+    if v is None or v.rotation is None or v.translation is None:
+        return (float(v.num_inliers) if v is not None else math.nan,) + (math.nan,) * 8
+    from vpr_seq_ros.verification.geometry import rotation_to_quaternion
+
+    return (float(v.num_inliers), *rotation_to_quaternion(v.rotation),
+            *(float(x) for x in np.asarray(v.translation).ravel()[:3]), float(v.metric))
+
+
+def loop_closures(make: Factory, closures: Sequence[LoopClosure],
+                  rejected: Sequence[Any] = (), verifying: bool = False) -> Any:
+    """The closures of a step, and those verification rejected, as a labelled
+    Float64MultiArray (:data:`LOOP_COLUMNS`)."""
+    status = 1.0 if verifying else -1.0
     rows = [(c.query_index, c.query_stamp_ns * 1e-9, c.match_index, c.match_stamp_ns * 1e-9,
-             c.distance, c.score) for c in closures]
+             c.distance, c.score, status, *_geometry(c)) for c in closures]
+    for r in rejected:
+        c = r.closure
+        inliers = float(max(r.inliers)) if r.inliers else math.nan
+        rows.append((c.query_index, c.query_stamp_ns * 1e-9, c.match_index,
+                     c.match_stamp_ns * 1e-9, c.distance, c.score, 0.0, inliers,
+                     *(math.nan,) * 8))
     return labelled_array(make, np.array(rows).reshape(-1, len(LOOP_COLUMNS)), 'closures',
                           LOOP_COLUMNS)
+
+
+def loop_closure_pose(make: Factory, closure: LoopClosure) -> Any | None:
+    """The relative pose of a verified closure with its covariance (from the inliers), or
+    None without geometry. Stamp: the query keyframe; frame id: ``loop_closure_match_camera``,
+    the matched keyframe's camera (optical axes)."""
+    v = closure.verification
+    if v is None or v.rotation is None or v.translation is None or v.covariance is None:
+        return None
+    from vpr_seq_ros.verification.geometry import rotation_to_quaternion
+
+    qx, qy, qz, qw = rotation_to_quaternion(v.rotation)
+    tx, ty, tz = (float(x) for x in np.asarray(v.translation).ravel()[:3])
+    pose = make('geometry_msgs/msg/Pose',
+                position=make('geometry_msgs/msg/Point', x=tx, y=ty, z=tz),
+                orientation=make('geometry_msgs/msg/Quaternion', x=qx, y=qy, z=qz, w=qw))
+    return make('geometry_msgs/msg/PoseWithCovarianceStamped',
+                header=header_msg(make, closure.query_stamp_ns, 'loop_closure_match_camera'),
+                pose=make('geometry_msgs/msg/PoseWithCovariance', pose=pose,
+                          covariance=np.asarray(v.covariance, np.float64).reshape(36)))
 
 
 def markers(make: Factory, step: StepResult, frame_id: str, query_pose: Pose | None) -> Any:
@@ -260,7 +316,8 @@ class Outgoing:
 
 
 def step_messages(make: Factory, step: StepResult, frame_id: str, max_distance: float = 0.0,
-                  query_pose: Pose | None = None, publish_markers: bool = True) -> list[Outgoing]:
+                  query_pose: Pose | None = None, publish_markers: bool = True,
+                  verifying: bool = False) -> list[Outgoing]:
     """Everything one node-core step publishes (diagnostics are published on a timer)."""
     out: list[Outgoing] = []
     if step.hypothesis is not None:
@@ -272,9 +329,14 @@ def step_messages(make: Factory, step: StepResult, frame_id: str, max_distance: 
     for closure in step.loop_closures:
         out.append(Outgoing(TOPIC_LOOP_CLOSURE, OUTPUT_TYPES[TOPIC_LOOP_CLOSURE],
                             loop_closure_pair(make, closure)))
-    if step.loop_closures:
+    if step.loop_closures or step.rejected:
         out.append(Outgoing(TOPIC_LOOP_CLOSURES, OUTPUT_TYPES[TOPIC_LOOP_CLOSURES],
-                            loop_closures(make, step.loop_closures)))
+                            loop_closures(make, step.loop_closures, step.rejected, verifying)))
+    if step.loop_closures:
+        relative = loop_closure_pose(make, step.loop_closures[-1])
+        if relative is not None:
+            out.append(Outgoing(TOPIC_LOOP_CLOSURE_POSE, OUTPUT_TYPES[TOPIC_LOOP_CLOSURE_POSE],
+                                relative))
     if publish_markers and step.hypothesis is not None:
         out.append(Outgoing(TOPIC_MARKERS, OUTPUT_TYPES[TOPIC_MARKERS],
                             markers(make, step, frame_id, query_pose)))

@@ -59,6 +59,7 @@ _OUTPUT_CLASSES = {
     outputs.TOPIC_PLACE_MATCHES: Float64MultiArray,
     outputs.TOPIC_LOOP_CLOSURE: Float64MultiArray,
     outputs.TOPIC_LOOP_CLOSURES: Float64MultiArray,
+    outputs.TOPIC_LOOP_CLOSURE_POSE: PoseWithCovarianceStamped,
     outputs.TOPIC_MARKERS: MarkerArray,
 }
 
@@ -91,6 +92,7 @@ class VprSeqNode(Node):
         # model and map load once, here; any problem is fatal now, never later
         self.core = NodeCore(self.cfg, build_encoder(self.cfg.encoder), refmap) \
             if refmap is not None else NodeCore.from_config(self.cfg)
+        self.core.verify_in_background()  # loop-closure verification off the image path
         self.make = generated_factory()
         self.lock = threading.Lock()
         self.intake = Intake(self.core, lambda: self.get_clock().now().nanoseconds, self.lock)
@@ -183,7 +185,8 @@ class VprSeqNode(Node):
             try:
                 for out in outputs.step_messages(self.make, step, cfg.node.map_frame,
                                                  cfg.node.max_distance, query_pose,
-                                                 cfg.node.publish_markers):
+                                                 cfg.node.publish_markers,
+                                                 cfg.node.verification.enabled):
                     self._publish(self.pubs[out.topic], out.msg)
             except Exception:  # noqa: BLE001 - the worker must outlive one bad frame
                 if self.context.ok():
