@@ -10,7 +10,6 @@ is finite only at the candidates found, so the decisions downstream stay the sam
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from typing import Any, Callable
 
 import numpy as np
@@ -18,7 +17,8 @@ import numpy as np
 from vpr_seq_ros.config import IndexConfig
 from vpr_seq_ros.errors import MapError
 from vpr_seq_ros.matching.ann import AnnIndex
-from vpr_seq_ros.matching.methods.base import References, SequenceMethod, StreamingMatcher
+from vpr_seq_ros.matching.methods.base import (References, SequenceMethod, StreamingMatcher,
+                                               WindowBuffer)
 from vpr_seq_ros.types import EncodedRun
 
 WindowSearch = Callable[[np.ndarray], 'tuple[np.ndarray, np.ndarray]']
@@ -85,9 +85,8 @@ class WindowIndexStream(StreamingMatcher):
     """
 
     def __init__(self, num_refs: int, length: int, search: WindowSearch) -> None:
-        self.num_refs, self.length, self.search = num_refs, length, search
-        self._buffer: deque[np.ndarray] = deque(maxlen=length)
-        self._segment: int | None = None
+        self.num_refs, self.search = num_refs, search
+        self._buffer = WindowBuffer(length)
 
     @property
     def num_frames(self) -> int:
@@ -95,16 +94,12 @@ class WindowIndexStream(StreamingMatcher):
 
     def reset(self) -> None:
         self._buffer.clear()
-        self._segment = None
 
     def push(self, descriptor: np.ndarray, segment: int = 0) -> np.ndarray | None:
-        if self._segment is not None and segment != self._segment:
-            self.reset()
-        self._segment = segment
-        self._buffer.append(np.asarray(descriptor, np.float32))
-        if len(self._buffer) < self.length:
+        window = self._buffer.push(descriptor, segment)
+        if window is None:
             return None
-        idx, dist = self.search(np.stack(self._buffer))
+        idx, dist = self.search(window)
         out = np.full(self.num_refs, np.inf)
         found = idx >= 0
         out[idx[found]] = dist[found]

@@ -18,6 +18,7 @@ whether they still fit (:meth:`fits`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -158,6 +159,34 @@ class References(Protocol):
 
     def keep_frames_in(self, rows: FrameRows) -> None:
         """Keep the (still empty) store's descriptors in ``rows`` (growing stores only)."""
+
+
+class WindowBuffer:
+    """The last L keyframe descriptors of the current segment (a segment change empties it).
+
+    Args:
+        length: L.
+    """
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self._frames: deque[np.ndarray] = deque(maxlen=length)
+        self._segment: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._segment = None
+
+    def push(self, descriptor: np.ndarray, segment: int) -> np.ndarray | None:
+        """Add the newest keyframe; the ``(L, D)`` window, oldest first, once it is full."""
+        if self._segment is not None and segment != self._segment:
+            self.clear()
+        self._segment = segment
+        self._frames.append(np.asarray(descriptor, np.float32))
+        return np.stack(self._frames) if len(self._frames) == self.length else None
 
 
 class StreamingMatcher(ABC):

@@ -9,7 +9,6 @@ they fit (same L and p), else recomputes them from the frames.
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -18,7 +17,8 @@ from vpr_seq_ros.errors import MatchingError
 from vpr_seq_ros.matching.distances import distance_column, distance_matrix, squared_norms
 from vpr_seq_ros.matching.index import FlatL2Index, search_matches
 from vpr_seq_ros.matching.methods.base import (GrowingArray, MatchOutput, Precomputed,
-                                               References, SequenceMethod, StreamingMatcher)
+                                               References, SequenceMethod, StreamingMatcher,
+                                               WindowBuffer)
 from vpr_seq_ros.matching.seqgem import seqgem, sequence_descriptors
 from vpr_seq_ros.matching.windows import window_starts
 from vpr_seq_ros.types import EncodedRun
@@ -135,8 +135,7 @@ class SeqGemStream(StreamingMatcher):
         self._seq = GrowingArray(seq.shape[1:], np.float32, initial=seq)
         self._sq = GrowingArray((), np.float32, initial=sq)
         self._valid = GrowingArray((), bool, initial=np.asarray(valid, bool))
-        self._buffer: deque[np.ndarray] = deque(maxlen=length)
-        self._segment: int | None = None
+        self._buffer = WindowBuffer(length)
 
     def _extend(self, seq: np.ndarray, valid: np.ndarray) -> None:
         self._seq.extend(seq)
@@ -149,16 +148,12 @@ class SeqGemStream(StreamingMatcher):
 
     def reset(self) -> None:
         self._buffer.clear()
-        self._segment = None
 
     def push(self, descriptor: np.ndarray, segment: int = 0) -> np.ndarray | None:
-        if self._segment is not None and segment != self._segment:
-            self.reset()
-        self._segment = segment
-        self._buffer.append(np.asarray(descriptor, np.float32))
-        if len(self._buffer) < self.length:
+        window = self._buffer.push(descriptor, segment)
+        if window is None:
             return None
-        current = seqgem(np.stack(self._buffer), self.p)
+        current = seqgem(window, self.p)
         seq = self._seq.view
         if not len(seq):
             return np.zeros(0)
