@@ -81,7 +81,8 @@ def route(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def one_size(n: int, queries: int, out_dir: Path, methods: list[str]) -> list[dict]:
+def one_size(n: int, queries: int, out_dir: Path, methods: list[str], nprobe: int = 16,
+             candidates: int = 16) -> list[dict]:
     """All rows of one map size (runs in a child process)."""
     from vpr_seq_ros.config import load_config
     from vpr_seq_ros.encoders.identity import IdentityEncoder
@@ -106,8 +107,8 @@ def one_size(n: int, queries: int, out_dir: Path, methods: list[str]) -> list[di
         base = {'encoder.name': 'npy', 'matching.method': method,
                 'sequence.length': LENGTH, 'matching.top_k': 5, 'map.dtype': 'float16',
                 'encoder.batch_size': 4096}
-        approx = {**base, 'matching.index.kind': kind, 'matching.index.nprobe': 16,
-                  'matching.index.candidates': 16}
+        approx = {**base, 'matching.index.kind': kind, 'matching.index.nprobe': nprobe,
+                  'matching.index.candidates': candidates}
         started = time.perf_counter()
         path = build_map(out_dir / 'ref.npy', load_config(overrides=approx),
                          out_dir / f'{method}.npz', overwrite=True)
@@ -159,25 +160,31 @@ def main() -> int:
     parser.add_argument('--sizes', default='10000,100000,1000000')
     parser.add_argument('--queries', type=int, default=300)
     parser.add_argument('--methods', default='single,seqgem,seqmatch')
+    parser.add_argument('--nprobe', type=int, default=16, help='IVF cells visited per search')
+    parser.add_argument('--candidates', type=int, default=16,
+                        help='seqmatch: index candidates per window frame')
     parser.add_argument('--child', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--out', type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     methods = args.methods.split(',')
     if args.child:
-        rows = one_size(args.child, args.queries, args.out, methods)
+        rows = one_size(args.child, args.queries, args.out, methods, args.nprobe,
+                        args.candidates)
         print('ROWS ' + json.dumps(rows))
         return 0
     print(cpu_line())
     print('Synthetic 512-D route, float16 maps, L = 5, queries: the route with noise; the '
-          'approximate index is HNSW up to 200k frames and IVF-Flat (nprobe 16) beyond; '
-          'seqmatch asks 16 candidates per window frame.')
+          f'approximate index is HNSW up to 200k frames and IVF-Flat (nprobe {args.nprobe}) '
+          f'beyond; seqmatch asks {args.candidates} candidates per window frame.')
     print('| N | method | noise | index | exact p50/p99 ms | approx p50/p99 ms | top-1 agreement '
           '| R@1 exact | R@1 approx | build s | index train s | map MiB | load s | RSS MiB |')
     print('|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for n in (int(s) for s in args.sizes.split(',')):
         with tempfile.TemporaryDirectory() as tmp:
             done = subprocess.run([sys.executable, __file__, '--child', str(n), '--queries',
-                                   str(args.queries), '--methods', args.methods, '--out', tmp],
+                                   str(args.queries), '--methods', args.methods, '--out', tmp,
+                                   '--nprobe', str(args.nprobe), '--candidates',
+                                   str(args.candidates)],
                                   capture_output=True, text=True)
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith('ROWS ')]
         if done.returncode or not lines:
