@@ -73,7 +73,7 @@ def replay_row(label: str, run: Path, out: Path, args: list[str]) -> None:
     after = report.get('after_verification') or {
         'closures_scored': report.get('loop_closures_scored'), 'precision':
         report.get('loop_closure_precision'), 'recall_of_revisits':
-        report.get('loop_closure_recall'), 'false': None}
+        report.get('loop_closure_recall'), 'false': report.get('loop_closures_false')}
 
     def cells(m: dict | None) -> str:
         if not m:

@@ -416,6 +416,7 @@ def _closure_report(result: ReplayResult, cfg: Config, keyframe_ns: np.ndarray,
     after = score(verified)
     out['loop_closure_precision'] = after['precision']
     out['loop_closures_scored'] = after['closures_scored']
+    out['loop_closures_false'] = after['false']
     out['loop_closure_recall'] = after['recall_of_revisits']
     if appearance is not None:
         out['before_verification'] = score(appearance)
