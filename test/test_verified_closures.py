@@ -136,3 +136,40 @@ def test_verified_closures_in_the_messages_a_back_end_reads():
     rejected = sum(len(s.rejected) for s in steps)
     assert pairs == published and poses == sum(bool(s.loop_closures) for s in steps)
     assert rows == published + rejected and rejected > 0
+
+
+def test_replay_reports_closures_before_and_after_verification(tmp_path):
+    """The same rendered run through replay (an image folder with poses): closure counts,
+    precision and recall before and after verification, and the curve over the inliers."""
+    import csv
+    import json
+
+    from PIL import Image
+
+    from vpr_seq_ros.cli import main
+
+    xs = [-0.6, -0.3, 0.0, 0.3, 0.6, 0.9]
+    seq = frames([(x, 0) for x in xs] + [(x, 7) for x in xs] + [(x + 0.02, 0) for x in xs])
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    with open(folder / 'frames.csv', 'w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['name', 'stamp_ns', 'x', 'y'])
+        for f in seq:  # scenes 100 m apart: a closure between them is false
+            Image.fromarray(f.image).save(folder / f'{f.index:03d}.png')
+            writer.writerow([f'{f.index:03d}.png', f.stamp_ns, f.pose.x, 100.0 * f.pose.y])
+    common = ['replay', str(folder), '--mode', 'slam', '--method', 'single', '--min-streak',
+              '1', '--exclude-recent-s', '5', '--radius-m', '2', '--no-progress']
+    camera = ['--config', str(tmp_path / 'cam.yaml')]
+    (tmp_path / 'cam.yaml').write_text(
+        'node:\n  verification: {camera_fx: 120.0, camera_fy: 120.0, camera_cx: 80.0, '
+        'camera_cy: 60.0, candidates: 1, max_features: 500}\n')
+    assert main(common + camera + ['--verify', '--out', str(tmp_path / 'v')]) == 0
+    report = json.loads((tmp_path / 'v' / 'report.json').read_text())
+    before, after = report['before_verification'], report['after_verification']
+    assert report['loop_closure_candidates'] == before['closures_scored'] > 0
+    assert after['false'] == 0 and before['false'] > 0
+    assert after['precision'] == 1.0 and report['loop_closures_rejected'] >= before['false']
+    curve = report['verification_pr_curve']
+    assert curve['precision'][-1] == pytest.approx(before['precision'])  # lowest threshold
+    assert curve['max_recall_at_precision_1'] >= after['recall_of_revisits']

@@ -420,8 +420,28 @@ def _closure_report(result: ReplayResult, cfg: Config, keyframe_ns: np.ndarray,
     out['loop_closure_recall'] = after['recall_of_revisits']
     if appearance is not None:
         out['before_verification'] = score(appearance)
+        out['verification_pr_curve'] = _inlier_curve(verified, result, xyz, radius, revisit)
         out['after_verification'] = after
     return out
+
+
+def _inlier_curve(verified: list[LoopClosure], result: ReplayResult, xyz: np.ndarray,
+                  radius: float, revisit: np.ndarray) -> dict[str, Any]:
+    """Precision and recall of the verified and rejected closures over their RANSAC inliers
+    (a threshold on inliers instead of ``node.verification.min_inliers``)."""
+    from vpr_seq_ros.verification.evaluate import ClosureGroundTruth, pr_curve
+
+    rows = [(c.query_index, c.match_index, c.verification.num_inliers) for c in verified]
+    rows += [(r.closure.query_index, r.closure.match_index, max(r.inliers, default=0))
+             for s in result.steps for r in s.rejected]
+    if not rows or not np.all(np.isfinite(xyz)):
+        return {'note': 'needs closures and a pose for every keyframe'} if rows else {}
+    q, m, inliers = (np.array(col) for col in zip(*rows))
+    curve = pr_curve(q, m, inliers, ClosureGroundTruth.from_positions(xyz, radius), revisit)
+    return {'inliers': curve.thresholds.tolist(), 'precision': curve.precision.tolist(),
+            'recall': curve.recall.tolist(),
+            'max_recall_at_precision_1': curve.max_recall_at_precision(1.0),
+            'min_inliers_at_precision_1': curve.threshold_at_precision(1.0)}
 
 
 def _positives(result: ReplayResult, refmap: ReferenceMap, cfg: Config,
