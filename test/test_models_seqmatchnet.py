@@ -83,14 +83,18 @@ def test_bad_official_checkpoints_are_named(tmp_path: Path, state_dict: dict,
         load_seqmatchnet(path)
 
 
+NEEDS_WEIGHTS = 'set encoder.transform.weights .vpr-seq: --transform-weights PATH'
+
+
 def test_loader_errors(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match='needs --transform-weights PATH'):
+    with pytest.raises(ModelError, match=NEEDS_WEIGHTS):
         load_seqmatchnet(None)
     with pytest.raises(ModelError, match='does not exist'):
         load_seqmatchnet(tmp_path / 'missing.pth.tar')
     jist_like = tmp_path / 'cosplace.pth'
     torch.save({'backbone.0.weight': torch.zeros(64, 3, 7, 7)}, jist_like)
-    with pytest.raises(ModelError, match='not a SeqMatchNet transform; pass it as --weights'):
+    with pytest.raises(ModelError,
+                       match='not a SeqMatchNet transform; give it as encoder.weights'):
         load_seqmatchnet(jist_like)
 
 
@@ -138,5 +142,5 @@ def test_transform_random_init_is_seeded_and_lazy() -> None:
     x = list(_descriptors(3, 16))
     np.testing.assert_array_equal(a.encode(x), b.encode(x))
     assert a.dim == 16 and a.settings()['transform']['random_init'] is True
-    with pytest.raises(ModelError, match='needs --transform-weights PATH'):
+    with pytest.raises(ModelError, match=NEEDS_WEIGHTS):
         _npy_with_transform()

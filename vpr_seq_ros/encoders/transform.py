@@ -48,7 +48,8 @@ class TransformedEncoder(FrameEncoder):
         self._sha256: str | None = None
         self._random_init = False
         if tcfg.weights is None and not tcfg.random_init:
-            raise ModelError('the seqmatchnet transform needs --transform-weights PATH (see '
+            raise ModelError('the seqmatchnet transform needs its weights: set '
+                             'encoder.transform.weights (vpr-seq: --transform-weights PATH; see '
                              'models/README.md), or encoder.transform.random_init for tests')
         if tcfg.weights is not None or base.dim > 0:
             self._load(base.dim if base.dim > 0 else None)

@@ -294,8 +294,9 @@ def load_jist(weights: str | Path | None, random_init: bool = False) -> LoadedJi
     ckpt = read_checkpoint(weights)
     if ckpt.kind != 'jist-r18':
         raise ModelError(f'{ckpt.path} holds a {ckpt.kind} transform, not jist-r18 encoder '
-                         'weights; pass it as --transform seqmatchnet --transform-weights '
-                         f'{ckpt.path}')
+                         'weights; give it as encoder.transform.weights with '
+                         'encoder.transform.name seqmatchnet (vpr-seq: --transform seqmatchnet '
+                         f'--transform-weights {ckpt.path})')
     net = new_jist_net(seed=RANDOM_SEED)
     untrained_head = bool(ckpt.meta.get('untrained_head', False))
     if ckpt.layout in (LAYOUT_JIST, 'vpr_seq_ros/jist-r18'):

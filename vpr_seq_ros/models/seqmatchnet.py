@@ -145,7 +145,8 @@ def load_seqmatchnet(weights: str | Path | None, random_init: bool = False,
     """
     if weights is None:
         if not random_init:
-            raise ModelError('the seqmatchnet transform needs --transform-weights PATH (see '
+            raise ModelError('the seqmatchnet transform needs its weights: set '
+                             'encoder.transform.weights (vpr-seq: --transform-weights PATH; see '
                              'models/README.md), or encoder.transform.random_init for tests')
         if in_dim is None or in_dim <= 0:
             raise ModelError('a randomly initialised seqmatchnet transform needs the input '
@@ -157,7 +158,8 @@ def load_seqmatchnet(weights: str | Path | None, random_init: bool = False,
     ckpt = read_checkpoint(weights)
     if ckpt.kind != 'seqmatchnet':
         raise ModelError(f'{ckpt.path} holds {ckpt.kind} encoder weights, not a SeqMatchNet '
-                         f'transform; pass it as --weights {ckpt.path}')
+                         f'transform; give it as encoder.weights (vpr-seq: --weights '
+                         f'{ckpt.path})')
     if ckpt.layout == LAYOUT_SEQMATCHNET:
         transform = transform_from_official(ckpt.state_dict, str(ckpt.path))
     else:
