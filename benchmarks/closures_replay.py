@@ -23,21 +23,9 @@ import time
 from pathlib import Path
 
 from vpr_seq_ros.cli import main as vpr_seq
+from vpr_seq_ros.machine import cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_flags() -> str:
-    flags = set()
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('flags'):
-                flags.update(line.split(':', 1)[1].split())
-                break
-    except OSError:
-        return 'unknown'
-    wanted = sorted(f for f in flags if f in ('avx2', 'fma') or f.startswith(('avx512', 'amx')))
-    return ' '.join(wanted) or 'none of avx2/avx512/amx'
 
 
 def two_pass_run(folder: Path, first: Path, second: Path, suffix: str) -> Path:
@@ -97,7 +85,7 @@ def main() -> int:
     if not args.data.is_dir():
         print(f'{args.data} not found: this benchmark needs the shared data', file=sys.stderr)
         return 2
-    print(f'CPU flags: {cpu_flags()}; {os.cpu_count()} cores')
+    print(cpu_line())
     print('| run | keyframes | revisit keyframes | before: closures | false | precision | '
           'recall | after: closures | false | precision | recall | ms per verification | '
           'wall s |')

@@ -33,16 +33,8 @@ from vpr_seq_ros.pipeline import build_map
 from vpr_seq_ros.refmap import load_map
 from vpr_seq_ros.runtime.core import NodeCore
 from vpr_seq_ros.sources.bag import open_bag, stamp_ns_of
+from vpr_seq_ros.machine import rss_mib
 from vpr_seq_ros.types import Frame
-
-
-def rss_mib() -> float:
-    """Resident set size of this process in MiB."""
-    with open('/proc/self/status') as handle:
-        for line in handle:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024
-    return float('nan')
 
 
 def main() -> None:

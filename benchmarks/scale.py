@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,33 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vpr_seq_ros.machine import cpu_line, rss_mib
+
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 512
 LENGTH = 5
-
-
-def cpu_line() -> str:
-    flags: set[str] = set()
-    model = 'unknown'
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-            if line.startswith('flags'):
-                flags.update(line.split(':', 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = sorted(f for f in flags if f in ('avx2', 'fma') or f.startswith(('avx512', 'amx')))
-    return (f'CPU: {model}, {os.cpu_count()} cores, flags {" ".join(wanted) or "-"}; load '
-            f'average {os.getloadavg()[0]:.1f}')
-
-
-def rss_mib() -> float:
-    for line in open('/proc/self/status'):
-        if line.startswith('VmRSS'):
-            return int(line.split()[1]) / 1024
-    return float('nan')
 
 
 def route(n: int, seed: int = 0) -> np.ndarray:

@@ -42,34 +42,11 @@ from vpr_seq_ros.messages.intake import Intake
 from vpr_seq_ros.refmap import ReferenceMap, save_map
 from vpr_seq_ros.runtime.core import NodeCore
 from vpr_seq_ros.runtime.queue import DroppingQueue
+from vpr_seq_ros.machine import cpu_line, rss_mib
 from vpr_seq_ros.types import Frame, Pose
 
 NS = 1_000_000_000
 TS = get_typestore(Stores.ROS2_JAZZY)
-
-
-def rss_mib() -> float:
-    """Resident set size of this process in MiB."""
-    with open('/proc/self/status') as handle:
-        for line in handle:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024
-    return float('nan')
-
-
-def cpu_flags() -> str:
-    """The SIMD flags of this CPU that matter for the numbers (avx2, avx512*, amx*)."""
-    try:
-        with open('/proc/cpuinfo') as handle:
-            for line in handle:
-                if line.startswith('flags'):
-                    flags = line.split(':', 1)[1].split()
-                    keep = sorted(f for f in flags if f == 'avx2' or f.startswith(('avx512',
-                                                                                    'amx')))
-                    return ' '.join(keep) or '(no avx2/avx512/amx)'
-    except OSError:
-        pass
-    return '(unknown)'
 
 
 def place_image(place: float, rng: np.random.Generator, h: int = 480, w: int = 640) -> np.ndarray:
@@ -301,7 +278,7 @@ def main() -> None:
     parser.add_argument('--skip-node', action='store_true', help='no real-node flood')
     args = parser.parse_args()
 
-    print(f'CPU flags: {cpu_flags()}; {os.cpu_count()} CPUs')
+    print(cpu_line())
     refmap, queries = image_map(60)
     print(f'\n1. Flood: 640x480 rgb8 frames, patchnorm, localization against {len(refmap.run)} '
           f'places, queue depth {args.queue_depth}, camera {args.camera_hz:g} Hz')

@@ -16,11 +16,11 @@ Run: ``python benchmarks/tune.py [--data ../shared/data] [--choose-on both|nordl
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 from vpr_seq_ros.config import load_config
+from vpr_seq_ros.machine import cpu_line
 from vpr_seq_ros.tuning import (Candidate, TuneGrid, TunePair, TuneReport, choose, load_thumbnails,
                                 objective, tune)
 
@@ -36,19 +36,6 @@ def preset_candidate() -> Candidate:
     contrast = cfg.matching.contrast
     return Candidate((pn.width, pn.height), pn.patch_size, cfg.matching.distance,
                      contrast.window if contrast.enabled else None)
-
-
-def cpu_flags() -> str:
-    """SIMD flags of this CPU (avx2 / avx512* / amx*), for the record."""
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('flags'):
-                flags = line.split(':', 1)[1].split()
-                return ' '.join(f for f in flags if f == 'avx2' or f.startswith(('avx512',
-                                                                                 'amx'))) or '-'
-    except OSError:
-        pass
-    return platform.processor() or '?'
 
 
 def print_rows(label: str, cand: Candidate, report: TuneReport, split: str) -> None:
@@ -84,7 +71,7 @@ def main() -> None:
                      load_thumbnails(gardens / 'night_right', grid.sizes), 200, 2))
     if not runs:
         raise SystemExit(f'no dataset under {args.data}; pass --data')
-    print(f'CPU flags: {cpu_flags()}; images loaded in {time.perf_counter() - started:.1f} s')
+    print(f'{cpu_line()}; images loaded in {time.perf_counter() - started:.1f} s')
     baseline = preset_candidate()
     reports = []
     for fold in (0, 1):

@@ -28,7 +28,6 @@ Run: ``python benchmarks/verification.py [--data ../shared/data] [--only gardens
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import numpy as np
 
 from vpr_seq_ros.config import load_config
 from vpr_seq_ros.encoders import build_encoder
+from vpr_seq_ros.machine import cpu_line
 from vpr_seq_ros.matching import seqmatch_settings
 from vpr_seq_ros.matching.seqmatch import seqmatch_batch
 from vpr_seq_ros.sources import open_source
@@ -47,20 +47,6 @@ from vpr_seq_ros.verification import (CameraIntrinsics, FeatureExtractor, Verifi
 from vpr_seq_ros.verification.evaluate import ClosureGroundTruth, closure_metrics, pr_curve
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
-
-
-def cpu_flags() -> str:
-    """The SIMD flags of this CPU that matter for OpenCV and numpy."""
-    try:
-        text = Path('/proc/cpuinfo').read_text()
-    except OSError:
-        return 'unknown'
-    model = next((line.split(':', 1)[1].strip() for line in text.splitlines()
-                  if line.startswith('model name')), 'unknown')
-    flags = next((line.split(':', 1)[1].split() for line in text.splitlines()
-                  if line.startswith('flags')), [])
-    wanted = sorted(f for f in flags if f.startswith(('avx2', 'avx512', 'amx', 'sse4')))
-    return f'{model}; {" ".join(wanted)}'
 
 
 def assumed_intrinsics(width: int, height: int) -> CameraIntrinsics:
@@ -318,8 +304,7 @@ def main() -> None:
     parts = set(args.only.split(','))
     if parts - {'demo'} and not args.data.is_dir():
         raise SystemExit(f'{args.data} not found; pass --data')
-    print(f'CPU: {cpu_flags()}; {os.cpu_count()} cores, {cv2.getNumThreads()} OpenCV threads; '
-          f'load average {os.getloadavg()[0]:.1f} (other work on the machine slows figures)')
+    print(f'{cpu_line()}; {cv2.getNumThreads()} OpenCV threads')
     cfg = VerificationConfig(enabled=True, feature=args.feature, max_features=args.max_features,
                              min_inliers=args.min_inliers, max_per_second=0.0,
                              max_keyframes=5000, queue_depth=8)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = 'vpr_seq_ros'
@@ -142,3 +143,17 @@ class Launched:
             except ProcessLookupError:
                 pass
             self.proc.wait(timeout=10.0)
+
+
+def image_msg(rgb: Any, stamp_ns: int) -> Any:
+    """An rclpy ``sensor_msgs/Image`` (rgb8) of an ``(H, W, 3)`` uint8 array at a stamp."""
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.frame_id = 'camera'
+    msg.height, msg.width = rgb.shape[:2]
+    msg.encoding = 'rgb8'
+    msg.step = rgb.shape[1] * 3
+    msg.data = rgb.tobytes()
+    return msg

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ros_helpers import (REPO, Launched, ament_prefix, ros_available, ros_env,
+from ros_helpers import (REPO, Launched, ament_prefix, image_msg, ros_available, ros_env,
                          unique_domain_id)
 
 if not ros_available():
@@ -126,17 +126,6 @@ def assert_clean_exit(launched: Launched) -> None:
     assert code == 0, output
     assert 'Traceback' not in output and 'RCLError' not in output, output
     assert 'process has finished cleanly' in output, output
-
-
-def image_msg(rgb: np.ndarray, stamp_ns: int) -> Image:
-    msg = Image()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    msg.header.frame_id = 'camera'
-    msg.height, msg.width = rgb.shape[:2]
-    msg.encoding = 'rgb8'
-    msg.step = rgb.shape[1] * 3
-    msg.data = rgb.tobytes()
-    return msg
 
 
 def stamp_of(msg: Any) -> int:

@@ -47,6 +47,7 @@ try:
 except ImportError:  # launch_test imports this file outside pytest
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import place_image, write_run
+from ros_helpers import image_msg  # noqa: E402
 from vpr_seq_ros.config import Config  # noqa: E402
 from vpr_seq_ros.pipeline import build_map  # noqa: E402
 
@@ -106,17 +107,6 @@ def generate_test_description() -> tuple[LaunchDescription, dict[str, Any]]:
         launch_testing.actions.ReadyToTest(),
     ])
     return description, {'workdir': workdir, 'domain_id': domain_id}
-
-
-def image_msg(rgb: np.ndarray, stamp_ns: int) -> Image:
-    msg = Image()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    msg.header.frame_id = 'camera'
-    msg.height, msg.width = rgb.shape[:2]
-    msg.encoding = 'rgb8'
-    msg.step = rgb.shape[1] * 3
-    msg.data = rgb.tobytes()
-    return msg
 
 
 class TestMatchedPose(unittest.TestCase):

@@ -246,15 +246,24 @@ STORED_PATH_KEYS = ('encoder.weights', 'encoder.transform.weights')
 """Files a map's configuration names; stored absolute so the map works from any folder."""
 
 
+def _stored_paths(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """The ``(section, key)`` of every :data:`STORED_PATH_KEYS` entry set in a nested
+    configuration dict."""
+    found = []
+    for dotted in STORED_PATH_KEYS:
+        section: Any = data
+        *parents, leaf = dotted.split('.')
+        for part in parents:
+            section = section.get(part) if isinstance(section, dict) else None
+        if isinstance(section, dict) and section.get(leaf):
+            found.append((section, leaf))
+    return found
+
+
 def _stored_config(cfg: Config) -> dict[str, Any]:
     data = to_dict(cfg)
-    for key in STORED_PATH_KEYS:
-        section = data
-        *parents, leaf = key.split('.')
-        for part in parents:
-            section = section[part]
-        if section.get(leaf):
-            section[leaf] = str(Path(section[leaf]).expanduser().resolve())
+    for section, leaf in _stored_paths(data):
+        section[leaf] = str(Path(section[leaf]).expanduser().resolve())
     return data
 
 
@@ -264,13 +273,9 @@ def map_config(refmap: ReferenceMap) -> dict[str, Any]:
     to the map's folder when the file is there."""
     data = json.loads(json.dumps(refmap.manifest.config))
     folder = refmap.path.parent if refmap.path is not None else Path('.')
-    for key in STORED_PATH_KEYS:
-        section = data
-        *parents, leaf = key.split('.')
-        for part in parents:
-            section = section.get(part, {}) if isinstance(section, dict) else {}
-        value = section.get(leaf) if isinstance(section, dict) else None
-        if value and not Path(value).is_absolute() and (folder / value).exists():
+    for section, leaf in _stored_paths(data):
+        value = section[leaf]
+        if not Path(value).is_absolute() and (folder / value).exists():
             section[leaf] = str(folder / value)
     data.get('source', {}).pop('poses', None)  # the map's own frame table, never a query's
     data.pop('evaluation', None)  # ground truth is a property of the query, not of the map
@@ -290,8 +295,9 @@ def resolve_for_map(refmap: ReferenceMap | None, preset: str | None = None,
     """
     resolved = resolve_config(map_config(refmap) if refmap is not None else None, preset,
                               file, overrides)
+    flat = flatten(resolved.config)
     for key in STORED_PATH_KEYS:
-        value = flatten(resolved.config).get(key)
+        value = flat.get(key)
         if value and resolved.origin_of(key) == 'map' and not Path(value).exists():
             flag = 'transform-weights' if 'transform' in key else 'weights'
             launch = ' or the model launch argument' if key == 'encoder.weights' else ''
