@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rosbags.typesys import Stores, get_typestore
 
+import vpr_seq_ros.messages.intake as intake_module
 from vpr_seq_ros.config import load_config
 from vpr_seq_ros.messages.images import RAW_ENCODINGS
 from vpr_seq_ros.messages.intake import FRAMES_FAILED, ODOMETRY_DROPPED, Intake
@@ -300,3 +301,34 @@ def test_messages_without_the_fields_are_counted(intake: Intake) -> None:
 def test_fresh_core_from_the_map(map_path: Path) -> None:
     """The map the fuzzing used is intact (the node never writes it)."""
     assert load_map(map_path).run.descriptors.shape[0] == 40
+
+
+def test_frames_the_keyframe_gate_skips_are_not_decoded(map_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only frames the gate takes are decoded: a 30 Hz camera gated to 1 m costs one decode
+    per keyframe, and a corrupt image between keyframes is skipped, not decoded."""
+    cfg = load_config(overrides={'node.mode': 'localization', 'node.map_path': str(map_path),
+                                 'node.keyframe.min_interval_s': 1.0})
+    intake = Intake(NodeCore.from_config(cfg), lambda: RECEIVE_NS)
+    decoded: list[int] = []
+    real = intake_module.decode_any
+
+    def counting(msg: Any) -> np.ndarray:
+        decoded.append(int(msg.header.stamp.sec))
+        return real(msg)
+
+    monkeypatch.setattr(intake_module, 'decode_any', counting)
+    rng = np.random.default_rng(3)
+    good = image(place_image(5.0, rng), 10 * 10**9)
+    corrupt = Image(header=header(10 * 10**9 + 3 * 10**8), height=4, width=4, encoding='rgb8',
+                    is_bigendian=0, step=12, data=np.zeros(5, np.uint8))
+    later = image(place_image(6.0, rng), 11 * 10**9)
+    steps = [intake.image(m) for m in (good, corrupt, later)]
+    assert [s is not None and s.keyframe for s in steps] == [True, False, True]
+    assert decoded == [10, 11]
+    diag = intake.core.diagnostics
+    assert (diag.frames_received, diag.frames_skipped_gating, diag.frames_dropped_malformed) \
+        == (3, 1, 0)
+    # a stamp going backwards starts a new session: that frame is a keyframe and is decoded
+    back = image(place_image(7.0, rng), 5 * 10**9)
+    assert intake.image(back).keyframe and decoded[-1] == 5

@@ -5,7 +5,8 @@ with rosbags' message classes): it decodes, stamps and hands the result to the c
 node's lock. A message that cannot be used is dropped and counted in the core's diagnostics,
 never raised:
 
-* an image that does not decode: ``frames_dropped_malformed``;
+* an image that does not decode: ``frames_dropped_malformed`` (only frames the keyframe gate
+  takes are decoded; the others are counted in ``frames_skipped_gating`` undecoded);
 * an image the core refuses (a :class:`~vpr_seq_ros.errors.VprSeqError`):
   ``frames_dropped_malformed``;
 * an image on which the core fails otherwise (a bug; logged with its traceback):
@@ -82,14 +83,18 @@ class Intake:
         index = self._index
         self._index += 1
         try:
-            rgb = decode_any(msg)
             stamp_ns = stamp_to_ns(msg.header.stamp, self.clock_ns())
-        except DecodeError as err:
-            self._count('frames_dropped_malformed', 'dropped a malformed image: %s', err)
-            return None
         except (AttributeError, TypeError, ValueError, OverflowError) as err:  # no header
             self._count('frames_dropped_malformed',
                         'dropped an image without a usable header stamp: %s', err)
+            return None
+        with self.lock:
+            if not self.core.takes_frame(stamp_ns):  # skipped by the keyframe gate: no decode
+                return self.core.on_frame(Frame(index=index, stamp_ns=stamp_ns))
+        try:
+            rgb = decode_any(msg)
+        except DecodeError as err:
+            self._count('frames_dropped_malformed', 'dropped a malformed image: %s', err)
             return None
         try:
             with self.lock:

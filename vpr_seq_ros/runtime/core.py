@@ -215,6 +215,16 @@ class NodeCore:
             return (stamp_ns - self._last_kf_stamp) >= gate.min_interval_s * 1e9
         return True
 
+    def takes_frame(self, stamp_ns: int) -> bool:
+        """Whether a frame stamped ``stamp_ns`` would become a keyframe now (changes nothing).
+
+        The node's intake decodes only such frames: the others are counted as skipped by the
+        keyframe gate without their image being decoded.
+        """
+        if self._last_stamp is not None and stamp_ns < self._last_stamp:
+            return True  # a backwards jump starts a new session, whose first frame is a keyframe
+        return self._is_keyframe(stamp_ns)
+
     def on_frame(self, frame: Frame) -> StepResult:
         """Process the newest frame (image or precomputed descriptor)."""
         diag = self.diagnostics
