@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from vpr_seq_ros.runtime.rtabmap import (OPTICAL_IN_BASE, NodeStampTable, Rtabma
                                          so3_exp, so3_log)
 from vpr_seq_ros.verification.geometry import Reason, Verification
 
+REPO = Path(__file__).resolve().parents[1]
 IDENTITY_IN_BASE = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 # the optical frame's axes in a REP-103 base frame, written out: z forward = base x,
 # x right = base -y, y down = base -z
@@ -235,3 +239,12 @@ def test_configuration_keys_are_checked():
                               ('max_nodes', 0, '>= 1')):
         with pytest.raises(ConfigError, match=words):
             load_config(overrides={f'node.rtabmap.{key}': value})
+
+
+def test_the_adapter_core_imports_no_ros():
+    code = ('import sys, vpr_seq_ros.config, vpr_seq_ros.runtime.rtabmap; '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in '
+            '("rclpy", "rtabmap_msgs") or m == "vpr_seq_ros.ros.rtabmap"))')
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == '[]'
