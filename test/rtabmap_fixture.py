@@ -4,10 +4,10 @@ The fixture package holds the part of RTAB-Map's ``rtabmap_msgs`` that the RTAB-
 (``Link``, ``MapGraph``, ``MapData``, ``Node`` and the messages ``Node`` holds, ``AddLink``),
 field for field as in rtabmap_ros (branch ros2). colcon is not needed: ``cmake`` configures it
 against the sourced ROS 2 (``AMENT_PREFIX_PATH``/``CMAKE_PREFIX_PATH``) and ``make install``
-installs it into a cache folder keyed by the fixture's files, the ROS tree and the Python, so
-it is built once per machine (``XDG_CACHE_HOME`` or ``~/.cache``, ``vpr_seq_ros/``). The
-libraries get an RPATH to that folder, so putting its ``site-packages`` on ``sys.path`` is all
-a running Python needs to import the messages.
+installs it into a cache folder keyed by the fixture's files, the ROS tree, the Python ABI and
+numpy's major version, so it is built once per machine (``XDG_CACHE_HOME`` or ``~/.cache``,
+``vpr_seq_ros/``). The libraries get an RPATH to that folder, so putting its
+``site-packages`` on ``sys.path`` is all a running Python needs to import the messages.
 
 Nothing here imports ROS.
 """
@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -64,7 +65,15 @@ def cache_prefix() -> Path:
             digest.update(str(path.relative_to(SOURCE)).encode())
             digest.update(path.read_bytes())
     digest.update(os.pathsep.join(_ros_prefixes()).encode())
-    digest.update(f'{sys.executable} {sys.version}'.encode())
+    # what the built extension depends on; not the interpreter's path, which changes with
+    # each fresh clone's virtual environment
+    numpy_spec = importlib.util.find_spec('numpy')
+    numpy_version = ''
+    if numpy_spec is not None:
+        import numpy
+
+        numpy_version = numpy.__version__.split('.')[0]
+    digest.update(f'{sysconfig.get_config_var("SOABI")} numpy {numpy_version}'.encode())
     root = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'vpr_seq_ros'
     return root / f'rtabmap_msgs-{digest.hexdigest()[:16]}'
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from vpr_seq_ros.errors import ConfigError
-from vpr_seq_ros.runtime.rtabmap import RtabmapConfig
+from vpr_seq_ros.runtime.rtabmap_config import RtabmapConfig
 from vpr_seq_ros.verification.config import VerificationConfig
 from vpr_seq_ros.matching import method_names
 
