@@ -129,21 +129,44 @@ def test_link_covariance_identity_case_is_the_covariance_itself():
     assert np.allclose(out - np.diag(np.diag(out)), 0, atol=1e-6)
 
 
+def batch_exp(w: np.ndarray) -> np.ndarray:
+    """``(N, 3, 3)`` rotations of ``(N, 3)`` rotation vectors (Rodrigues, vectorised)."""
+    angle = np.linalg.norm(w, axis=1)[:, None, None]
+    k = np.zeros((len(w), 3, 3))
+    u = w / np.linalg.norm(w, axis=1)[:, None]
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -u[:, 2], u[:, 1], -u[:, 0]
+    k -= k.transpose(0, 2, 1)
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+def batch_log(r: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` rotation vectors of ``(N, 3, 3)`` rotations (angles in (0, pi))."""
+    angle = np.arccos(np.clip((np.trace(r, axis1=1, axis2=2) - 1) / 2, -1, 1))
+    vee = np.stack([r[:, 2, 1] - r[:, 1, 2], r[:, 0, 2] - r[:, 2, 0], r[:, 1, 0] - r[:, 0, 1]],
+                   axis=1)
+    return vee * (angle / (2 * np.sin(angle)))[:, None]
+
+
 def test_link_covariance_matches_sampled_perturbations():
-    """First-order propagation against a seeded Monte Carlo of the same perturbations."""
+    """First-order propagation against a seeded Monte Carlo of the same perturbations, the
+    link transform recomputed in matrix form for every sample."""
     rng = np.random.default_rng(7)
     rotation = so3_exp(np.array([0.1, -0.4, 0.2]))
     translation = np.array([0.5, -0.2, 1.5])
     extrinsic = (0.3, -0.1, 0.8, *rotation_to_quaternion(so3_exp(np.array([-1.2, 0.2, -1.5]))))
+    base_cam = np.eye(4)
+    base_cam[:3, :3] = quaternion_to_rotation(extrinsic[3:])
+    base_cam[:3, 3] = extrinsic[:3]
     cov = spd(rng, np.array([0.01, 0.01, 0.02, 0.002, 0.003, 0.002]))
     nominal = link_transform(rotation, translation, extrinsic)
-    samples = rng.multivariate_normal(np.zeros(6), cov, size=20000)
-    errors = []
-    for d in samples:
-        moved = link_transform(so3_exp(d[3:]) @ rotation, translation + d[:3], extrinsic)
-        errors.append(np.concatenate([nominal[:3, :3].T @ (moved[:3, 3] - nominal[:3, 3]),
-                                      so3_log(nominal[:3, :3].T @ moved[:3, :3])]))
-    sampled = np.cov(np.array(errors).T)
+    d = rng.multivariate_normal(np.zeros(6), cov, size=20000)
+    moved = np.tile(np.eye(4), (len(d), 1, 1))  # T_match_query of each sample
+    moved[:, :3, :3] = batch_exp(d[:, 3:]) @ rotation
+    moved[:, :3, 3] = translation + d[:, :3]
+    links = base_cam @ np.linalg.inv(moved) @ np.linalg.inv(base_cam)
+    errors = np.concatenate([(links[:, :3, 3] - nominal[:3, 3]) @ nominal[:3, :3],
+                             batch_log(nominal[:3, :3].T @ links[:, :3, :3])], axis=1)
+    sampled = np.cov(errors.T)
     predicted = link_covariance(rotation, translation, cov, extrinsic)
     scale = np.sqrt(np.outer(np.diag(predicted), np.diag(predicted)))
     assert np.max(np.abs(sampled - predicted) / scale) < 0.05
