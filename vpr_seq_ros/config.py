@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from vpr_seq_ros.errors import ConfigError
+from vpr_seq_ros.runtime.rtabmap_config import RtabmapConfig
 from vpr_seq_ros.verification.config import VerificationConfig
 from vpr_seq_ros.matching import method_names
 
@@ -430,6 +431,7 @@ class NodeConfig:
         keyframe: keyframe gating.
         loop_closure: loop-closure candidates.
         verification: geometric verification of loop-closure candidates (slam mode).
+        rtabmap: verified loop closures sent to RTAB-Map's ``add_link`` service (slam mode).
         calibration: a calibration file (``vpr-seq evaluate/replay --fit-calibration``) that
             maps each match's score to the probability it is right: published as
             ``confidence``, it scales the pose covariance and can gate loop closures ('':
@@ -446,6 +448,7 @@ class NodeConfig:
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     loop_closure: LoopClosureConfig = field(default_factory=LoopClosureConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    rtabmap: RtabmapConfig = field(default_factory=RtabmapConfig)
     calibration: str = ''
 
     def __post_init__(self) -> None:

@@ -89,6 +89,11 @@ class VprSeqNode(Node):
         self.cfg = config_from_parameters(
             {name: self.get_parameter(name).value for name in self.schema_names}, cfg)
         self._warn_unknown_overrides()
+        rtabmap: Any = None
+        if self.cfg.node.rtabmap.enabled:  # rtabmap_msgs is imported only when enabled
+            from vpr_seq_ros.ros.rtabmap import RtabmapAdapter as rtabmap
+
+            rtabmap.check(self.cfg)  # before the model and map load
         # model and map load once, here; any problem is fatal now, never later
         self.core = NodeCore(self.cfg, build_encoder(self.cfg.encoder), refmap) \
             if refmap is not None else NodeCore.from_config(self.cfg)
@@ -115,6 +120,8 @@ class VprSeqNode(Node):
         self.create_service(Trigger, '~/save_map', self._on_save_map)
         self.create_service(Trigger, '~/reset', self._on_reset)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.rtabmap = None if rtabmap is None else \
+            rtabmap(self, self.cfg, self.core.diagnostics.extra, self.lock)
         self.worker = threading.Thread(target=self._work, name='vpr_seq_inference', daemon=True)
         self.worker.start()
         self.get_logger().info(
@@ -188,6 +195,8 @@ class VprSeqNode(Node):
                                                  cfg.node.publish_markers,
                                                  cfg.node.verification.enabled):
                     self._publish(self.pubs[out.topic], out.msg)
+                if self.rtabmap is not None and step.loop_closures:
+                    self.rtabmap.on_closures(step.loop_closures)
             except Exception:  # noqa: BLE001 - the worker must outlive one bad frame
                 if self.context.ok():
                     self.get_logger().error(f'publishing failed:\n{traceback.format_exc()}',
