@@ -207,9 +207,28 @@ class Numbers(DecodingSource):
                         name=outcome.frame.name)
 
 
-def test_numbers_come_back_in_order() -> None:
+def test_images_come_back_in_order_through_shared_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    read = parallel._Slots.read
+    slotted: list[int] = []
+    monkeypatch.setattr(parallel._Slots, 'read',
+                        lambda self, slot, found: slotted.append(slot) or read(self, slot, found))
     frames = list(read_frames(Numbers(40), 3, 2, 'fork'))
     assert [int(f.image[0, 0, 0]) for f in frames] == list(range(40))
+    # the first window (2 + 2 * 3 frames) comes by pipe, before an image size is known
+    assert len(slotted) == 40 - 8
+
+
+def test_without_shared_memory_images_come_through_the_pipe(
+        folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    def full(size: int) -> None:
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(parallel, '_allocate', full)
+    source = open_source(folder)
+    frames_equal(list(read_frames(source, 1, 2, 'fork')), list(source))
+    assert sum('no shared memory' in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_worker_that_dies_names_the_frame() -> None:
@@ -234,8 +253,8 @@ def test_read_ahead_is_bounded_and_stops_with_the_consumer() -> None:
     frames = read_frames(source, 2, 4, 'fork')
     assert next(frames).index == 0
     threading.Event().wait(0.3)  # let the reader and the workers run ahead
-    # 2 * depth submitted (one of them consumed), depth queued, one held by the reader
-    assert source.read <= 2 * 4 + 4 + 1
+    # depth + 2 * workers submitted (one of them consumed), depth queued, one on the reader
+    assert source.read <= (4 + 2 * 2) + 4 + 1
     pids = worker_pids()
     frames.close()
     assert source.read < 1000 and pids

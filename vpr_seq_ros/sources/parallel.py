@@ -7,8 +7,10 @@ torch and onnxruntime release the GIL, so this overlaps with encoding. With work
 in this process) and its images are decoded by a bounded pool of worker processes:
 
 * **order**: frames come out in the source's order, whatever order the workers finish in;
-* **memory**: at most ``depth`` jobs wait on the reader thread and ``2 * depth`` frames are
-  submitted and not yet consumed, so memory stays a few batches whatever the run's length;
+* **memory**: at most ``depth`` jobs wait on the reader thread and ``depth + 2 * workers``
+  frames are submitted and not yet consumed, so memory stays about two batches whatever the
+  run's length. Decoded images come back through shared memory (one reused block per frame
+  in flight), not through a pipe;
 * **errors**: an exception raised by a worker is re-raised here, at its frame, with the
   worker's traceback as its cause and a note naming the frame; a worker that dies raises
   :class:`SourceError` naming the frame. What a failed decoding means is the source's call
@@ -38,6 +40,8 @@ import traceback
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import resource_tracker, shared_memory
 from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
@@ -149,8 +153,8 @@ def read_frames(source: FrameSource, workers: int = 0, depth: int = 16,
             :class:`~vpr_seq_ros.sources.base.DecodingSource` (image folders, bags); other
             sources are read on the reader thread.
         workers: decoding worker processes; 0 decodes on the reader thread.
-        depth: read-ahead in frames (the encoder's batch size): ``2 * depth`` frames are
-            decoded ahead at most.
+        depth: read-ahead in frames (the encoder's batch size): ``depth + 2 * workers``
+            frames are decoded ahead at most.
         start_method: how workers start (default :data:`DEFAULT_START_METHOD`).
 
     Returns:
@@ -165,21 +169,41 @@ def read_frames(source: FrameSource, workers: int = 0, depth: int = 16,
 
 def _decoded_in_workers(source: DecodingSource, workers: int, depth: int,
                         start_method: StartMethod) -> Iterator[Frame]:
+    # Started here, so that forked workers share it: it unlinks the image slots should this
+    # process die without closing them.
+    resource_tracker.ensure_running()
     context = multiprocessing.get_context(start_method)
     executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint)
     log.debug('%s: decoding in %d %s worker processes', source.path, workers, start_method)
     jobs = prefetched(source.decode_jobs(), depth)
     decode = source.decode_function
-    window = 2 * depth
-    submitted: deque[tuple[DecodeJob, Future[Any]]] = deque()
+    chunk = max(1, min(MAX_CHUNK, depth // (2 * workers)))
+    window = depth + 2 * workers * chunk
+    slots = _Slots(window + chunk)
+    submitted: deque[tuple[list[tuple[DecodeJob, int]], Future[Any]]] = deque()
 
     def outcomes() -> Iterator[DecodeOutcome]:
-        for job in jobs:
-            submitted.append((job, executor.submit(_decode_job, decode, job.payload)))
-            if len(submitted) >= window:
-                yield _outcome(source, *submitted.popleft())
+        in_flight = 0
+        for group in _chunks(jobs, chunk):
+            taken = [(job, *slots.take()) for job in group]
+            items = [(job.payload, name, size) for job, _, name, size in taken]
+            try:
+                future = executor.submit(_decode_chunk, decode, items)
+            except BrokenProcessPool as err:
+                # A worker died on a frame in flight: collecting them raises for that frame.
+                for _, slot, _, _ in taken:
+                    slots.release(slot)
+                while submitted:
+                    yield from _collect(source, slots, *submitted.popleft())
+                raise _worker_died(source, group) from err
+            submitted.append(([(job, slot) for job, slot, _, _ in taken], future))
+            in_flight += len(group)
+            while in_flight >= window:
+                members, future = submitted.popleft()
+                in_flight -= len(members)
+                yield from _collect(source, slots, members, future)
         while submitted:
-            yield _outcome(source, *submitted.popleft())
+            yield from _collect(source, slots, *submitted.popleft())
 
     try:
         yield from source.assemble(outcomes())
@@ -188,21 +212,147 @@ def _decoded_in_workers(source: DecodingSource, workers: int, depth: int,
         # Cancel what has not started; the workers finish their current image (milliseconds)
         # and exit; wait for them, so that no process outlives the run.
         executor.shutdown(wait=True, cancel_futures=True)
+        slots.close()
 
 
-def _outcome(source: DecodingSource, job: DecodeJob, future: Future[Any]) -> DecodeOutcome:
+MAX_CHUNK = 8
+"""Most frames sent to a worker in one task (fewer round trips between the processes)."""
+
+
+def _chunks(items: Iterable[DecodeJob], size: int) -> Iterator[list[DecodeJob]]:
+    group: list[DecodeJob] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _collect(source: DecodingSource, slots: _Slots, members: list[tuple[DecodeJob, int]],
+             future: Future[Any]) -> Iterator[DecodeOutcome]:
+    """The outcomes of one task, in order; its slots are released once read."""
     try:
-        image, error, remote = future.result()
-    except BrokenProcessPool as err:
-        raise SourceError(
-            f'a decoding worker process stopped (killed, out of memory, or unable to import '
-            f'the decoding code) while decoding frame {job.frame.name} of {source.path}; set '
-            'source.decode_workers to 0 to decode in-process and see the error') from err
-    if error is not None:
-        error.__cause__ = _RemoteTraceback(remote)
-        error.add_note(f'raised in a decoding worker process while decoding frame '
-                       f'{job.frame.name} of {source.path}')
-    return DecodeOutcome(job.frame, image, error)
+        try:
+            results = future.result()
+        except BrokenProcessPool as err:
+            raise _worker_died(source, [job for job, _ in members]) from err
+        outcomes = []
+        for (job, slot), (image, error, remote) in zip(members, results):
+            if isinstance(image, _InSlot):
+                image = slots.read(slot, image)
+            elif image is not None:
+                slots.saw(image.nbytes)
+            if error is not None:
+                error.__cause__ = _RemoteTraceback(remote)
+                error.add_note(f'raised in a decoding worker process while decoding frame '
+                               f'{job.frame.name} of {source.path}')
+            outcomes.append(DecodeOutcome(job.frame, image, error))
+    finally:
+        for _, slot in members:
+            slots.release(slot)
+    yield from outcomes
+
+
+def _worker_died(source: DecodingSource, group: list[DecodeJob]) -> SourceError:
+    names = group[0].frame.name if len(group) == 1 else \
+        f'{group[0].frame.name} .. {group[-1].frame.name}'
+    return SourceError(
+        f'a decoding worker process stopped (killed, out of memory, or unable to import the '
+        f'decoding code) while decoding frame {names} of {source.path}; set '
+        'source.decode_workers to 0 to decode in-process and see the error')
+
+
+@dataclass(frozen=True)
+class _InSlot:
+    """A worker's answer: the image is in the shared-memory slot of its job."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class _Slots:
+    """Shared-memory blocks that carry decoded images back from the workers, one per frame in
+    flight (taken when a job is submitted, released when its frame is collected, both in
+    order).
+
+    Sent through the result pipe instead, an image of 1.5 MB crosses a 64 KiB pipe buffer in
+    some 25 scheduler round trips: on a loaded machine that costs more than decoding it. The
+    first images (before a size is known), larger ones, or all of them when shared memory
+    cannot be allocated, still come through the pipe.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.blocks: list[shared_memory.SharedMemory | None] = [None] * count
+        self.free = deque(range(count))
+        self.size = 0  # bytes of the largest image seen; 0 before the first one
+        self.enabled = True
+
+    def take(self) -> tuple[int, str | None, int]:
+        """``(slot, block name or None, block size)`` for the next job."""
+        slot = self.free.popleft()
+        if not (self.enabled and self.size):
+            return slot, None, 0
+        block = self.blocks[slot]
+        if block is None or block.size < self.size:
+            self._drop(slot)
+            try:
+                block = self.blocks[slot] = _allocate(self.size)
+            except OSError as err:
+                self.enabled = False
+                log.warning('no shared memory for decoded images (%s); they come through a '
+                            'pipe, which is slower. Enlarge /dev/shm, or set '
+                            'source.decode_workers to 0', err)
+                return slot, None, 0
+        return slot, block.name, block.size
+
+    def read(self, slot: int, found: _InSlot) -> np.ndarray:
+        """A copy of the image a worker wrote into a slot."""
+        block = self.blocks[slot]
+        assert block is not None
+        view = np.ndarray(found.shape, np.dtype(found.dtype), block.buf)
+        image = view.copy()
+        del view  # the block cannot be closed while a view of it exists
+        return image
+
+    def saw(self, nbytes: int) -> None:
+        """Size the next blocks for an image that came through the pipe."""
+        if nbytes > self.size:
+            self.size = -(-nbytes // SLOT_ALIGN) * SLOT_ALIGN
+
+    def release(self, slot: int) -> None:
+        self.free.append(slot)
+
+    def _drop(self, slot: int) -> None:
+        block, self.blocks[slot] = self.blocks[slot], None
+        if block is not None:
+            block.close()
+            block.unlink()
+
+    def close(self) -> None:
+        """Free every block (after the workers have stopped)."""
+        for slot in range(len(self.blocks)):
+            self._drop(slot)
+
+
+SLOT_ALIGN = 1 << 16
+"""Shared-memory blocks are sized in multiples of this many bytes."""
+
+
+def _allocate(size: int) -> shared_memory.SharedMemory:
+    """A shared-memory block whose pages are reserved now: a full ``/dev/shm`` (small in
+    containers) is an OSError here rather than a SIGBUS in a worker writing to it."""
+    block = shared_memory.SharedMemory(create=True, size=size)
+    fd = getattr(block, '_fd', -1)
+    if fd >= 0 and hasattr(os, 'posix_fallocate'):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:
+            block.close()
+            block.unlink()
+            raise
+    return block
 
 
 class _RemoteTraceback(Exception):
@@ -220,13 +370,40 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _decode_job(decode: DecodeFunction, payload: Any
-                ) -> tuple[np.ndarray | None, Exception | None, str]:
-    """Run in a worker: ``(image, None, '')``, or ``(None, error, traceback text)``."""
+_ATTACHED: dict[str, shared_memory.SharedMemory] = {}
+"""A worker's open slots, by name (the most recent few)."""
+
+
+def _decode_chunk(decode: DecodeFunction, items: list[tuple[Any, str | None, int]]
+                  ) -> list[tuple[np.ndarray | _InSlot | None, Exception | None, str]]:
+    """Run in a worker: :func:`_decode_job` of each ``(payload, slot, size)``."""
+    return [_decode_job(decode, *item) for item in items]
+
+
+def _decode_job(decode: DecodeFunction, payload: Any, slot: str | None, size: int
+                ) -> tuple[np.ndarray | _InSlot | None, Exception | None, str]:
+    """Run in a worker: ``(image or _InSlot, None, '')``, or ``(None, error, traceback)``.
+
+    The image goes into the shared-memory block ``slot`` when it fits in its ``size`` bytes.
+    """
     try:
-        return decode(payload), None, ''
+        image = decode(payload)
     except Exception as err:  # noqa: BLE001 - handed back to the source's assemble
         return None, _portable(err), traceback.format_exc()
+    if slot is None or image.nbytes > size:
+        return image, None, ''
+    block = _ATTACHED.pop(slot, None) or shared_memory.SharedMemory(name=slot)
+    _ATTACHED[slot] = block  # most recent last
+    while len(_ATTACHED) > MAX_ATTACHED:
+        _ATTACHED.pop(next(iter(_ATTACHED))).close()
+    view = np.ndarray(image.shape, image.dtype, block.buf)
+    view[...] = image
+    del view
+    return _InSlot(tuple(image.shape), image.dtype.str), None, ''
+
+
+MAX_ATTACHED = 256
+"""Slots a worker keeps open (a run uses ``depth + 2 * workers``; more after a resize)."""
 
 
 def _portable(err: Exception) -> Exception:
