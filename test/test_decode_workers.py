@@ -264,9 +264,9 @@ def test_read_ahead_is_bounded_and_stops_with_the_consumer() -> None:
 
 # --- the setting ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize('cores, expected', [(1, 0), (2, 1), (3, 2), (16, 4)])
-def test_auto_leaves_a_core_to_the_encoder(monkeypatch: pytest.MonkeyPatch, cores: int,
-                                           expected: int) -> None:
+@pytest.mark.parametrize('cores, expected', [(1, 0), (2, 0), (3, 2), (5, 4), (16, 4)])
+def test_auto_leaves_a_core_to_the_encoder_and_needs_two(
+        monkeypatch: pytest.MonkeyPatch, cores: int, expected: int) -> None:
     monkeypatch.setattr(parallel, 'usable_cores', lambda: cores)
     assert resolve_decode_workers('auto') == expected
     assert resolve_decode_workers('3') == 3 and resolve_decode_workers(0) == 0

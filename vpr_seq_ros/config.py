@@ -64,8 +64,9 @@ class SourceConfig:
         pose_topic: pose topic of a bag source.
         keyframe_distance_m: keep a frame only once the robot moved this far (0 keeps all).
         decode_workers: worker processes that decode images while the offline tools encode
-            (image folders and bags): ``auto`` (min(usable cores - 1, 4)), or a count; 0
-            decodes in-process. The frames are the same either way.
+            (image folders and bags): ``auto`` (min(usable cores - 1, 4) when that is at
+            least 2, else 0), or a count; 0 decodes in-process on the read-ahead thread. The
+            frames are the same either way.
     """
 
     rate_hz: float = 10.0

@@ -71,7 +71,7 @@ FLAGS: dict[str, Flag] = {
                                 'papers use 2; 0 keeps all)', 'M'),
     'decode-workers': Flag('source.decode_workers', 'image folders and bags: processes that '
                            'decode images while frames are encoded (auto: cores - 1, at most '
-                           '4; 0: in-process)', 'N'),
+                           '4, none below 2; 0: in-process)', 'N'),
     # encoder
     'encoder': Flag('encoder.name', 'frame descriptor: patchnorm (training-free thumbnail), '
                     'npy (precomputed .npy descriptors), jist-r18 (JIST ResNet-18)'),

@@ -57,7 +57,9 @@ StartMethod = Literal['spawn', 'fork', 'forkserver']
 
 DEFAULT_START_METHOD: StartMethod = 'spawn'
 MAX_AUTO_WORKERS = 4
-"""``source.decode_workers = auto`` uses ``min(usable cores - 1, 4)`` workers."""
+"""``source.decode_workers = auto`` uses ``min(usable cores - 1, 4)`` workers when that is at
+least 2, else none: one worker only moves the read-ahead thread's decoding to another process,
+at the cost of the transfers and of its start-up."""
 
 
 def usable_cores() -> int:
@@ -72,15 +74,17 @@ def resolve_decode_workers(setting: str | int) -> int:
     """The number of decoding worker processes for a ``source.decode_workers`` setting.
 
     Args:
-        setting: ``'auto'`` (``min(usable cores - 1, 4)``: one core is left to the encoder's
-            process; 0 on a single core) or a count ``>= 0`` (0 decodes in-process).
+        setting: ``'auto'`` (``min(usable cores - 1, 4)``, one core being left to the
+            encoder's process, when that is at least 2; else 0) or a count ``>= 0`` (0
+            decodes in-process, on the read-ahead thread).
 
     Raises:
         ConfigError: neither ``auto`` nor a non-negative integer.
     """
     text = str(setting).strip().lower()
     if text == 'auto':
-        return max(0, min(usable_cores() - 1, MAX_AUTO_WORKERS))
+        count = min(usable_cores() - 1, MAX_AUTO_WORKERS)
+        return count if count >= 2 else 0
     try:
         count = int(text)
     except ValueError:
