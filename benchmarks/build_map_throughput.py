@@ -6,10 +6,10 @@ Usage::
         [--encoders jist-r18 patchnorm] [--jist-frames 32] [--patchnorm-frames 200]
         [--runtime onnx|torch] [--threads 2] [--workers 2] [--rounds 2]
 
-Frames are the first N of Gardens Point Walking ``day_left`` (960x540 JPEG), copied into a
-temporary image folder. Encoders: ``jist-r18`` with SEEDED RANDOM weights (speed only) at
-480x640, whose encoder dominates, and ``patchnorm`` (64x32), whose encoder is so cheap that
-decoding dominates. Rows per encoder:
+Frames are the first N of Gardens Point Walking ``day_left`` (960x540 JPEG; its 200 images
+repeated for longer runs), copied into a temporary image folder. Encoders: ``jist-r18`` with
+SEEDED RANDOM weights (speed only) at 480x640, whose encoder dominates, and ``patchnorm``
+(64x32), whose encoder is so cheap that decoding dominates. Rows per encoder:
 
 (a) the encoder alone on frames decoded beforehand (``encoder.encode`` in batches): the
     ceiling;
@@ -139,8 +139,8 @@ def main() -> int:
             count = args.jist_frames if name == 'jist-r18' else args.patchnorm_frames
             folder = Path(tmp) / name
             folder.mkdir()
-            for path in images[:count]:
-                shutil.copy(path, folder / path.name)
+            for i in range(count):  # the 200 images over again for longer runs
+                shutil.copy(images[i % len(images)], folder / f'{i:05d}.jpg')
             encoder = make_encoder(name, args.runtime, args.threads, Path(tmp))
             detail = (f'SEEDED RANDOM WEIGHTS (speed only), 480x640, {args.runtime} runtime, '
                       f'{args.threads} threads' if name == 'jist-r18' else '64x32 thumbnail')

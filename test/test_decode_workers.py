@@ -253,7 +253,8 @@ def test_read_ahead_is_bounded_and_stops_with_the_consumer() -> None:
     frames = read_frames(source, 2, 4, 'fork')
     assert next(frames).index == 0
     threading.Event().wait(0.3)  # let the reader and the workers run ahead
-    # depth + 2 * workers submitted (one of them consumed), depth queued, one on the reader
+    # depth + 2 * workers * chunk (1 here) submitted, one of them consumed; depth queued; one
+    # held by the reader
     assert source.read <= (4 + 2 * 2) + 4 + 1
     pids = worker_pids()
     frames.close()
@@ -301,3 +302,20 @@ def test_unreadable_image_has_the_same_message_either_way(tmp_path: Path) -> Non
             list(read_frames(open_source(folder), workers, 2, 'fork'))
         messages.append(str(caught.value))
     assert messages[0] == messages[1] and 'b.jpg' in messages[0]
+
+
+def test_build_map_takes_the_setting_and_a_map_does_not_pass_it_on(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpr_seq_ros.cli import build_parser
+    from vpr_seq_ros.commands.common import config_from_args
+    from vpr_seq_ros.pipeline import build_map, map_config
+    from vpr_seq_ros.refmap import load_map
+
+    args = build_parser().parse_args(['build-map', str(folder), '-o', 'm.npz',
+                                      '--decode-workers', '2'])
+    cfg = config_from_args(args)
+    assert cfg.source.decode_workers == '2'
+    monkeypatch.setattr(parallel, 'DEFAULT_START_METHOD', 'fork')
+    refmap = load_map(build_map(folder, cfg, tmp_path / 'm.npz'))
+    assert len(refmap) == 21 and refmap.manifest.config['source']['decode_workers'] == '2'
+    assert 'decode_workers' not in map_config(refmap)['source']

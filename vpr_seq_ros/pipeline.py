@@ -27,7 +27,8 @@ from vpr_seq_ros.matching.methods import MatchOutput, SequenceMethod, build_meth
 from vpr_seq_ros.matching.windows import check_length, window_starts
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, map_output_path, save_map
 from vpr_seq_ros.sources import BAG_SUFFIXES, FrameSource, open_source
-from vpr_seq_ros.sources.parallel import read_frames, resolve_decode_workers
+from vpr_seq_ros.sources.parallel import (prefetched,  # noqa: F401 - moved there; kept here
+                                          read_frames, resolve_decode_workers)
 from vpr_seq_ros.types import EncodedRun, Matches
 
 log = logging.getLogger(__name__)

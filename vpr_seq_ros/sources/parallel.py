@@ -7,10 +7,11 @@ torch and onnxruntime release the GIL, so this overlaps with encoding. With work
 in this process) and its images are decoded by a bounded pool of worker processes:
 
 * **order**: frames come out in the source's order, whatever order the workers finish in;
-* **memory**: at most ``depth`` jobs wait on the reader thread and ``depth + 2 * workers``
-  frames are submitted and not yet consumed, so memory stays about two batches whatever the
-  run's length. Decoded images come back through shared memory (one reused block per frame
-  in flight), not through a pipe;
+* **memory**: at most ``depth`` jobs wait on the reader thread and about ``2 * depth`` frames
+  are submitted and not yet consumed (``depth + 2 * workers * chunk``; frames go to a worker
+  in chunks of ``depth // (2 * workers)``, 1 to 8), so memory stays about two batches whatever
+  the run's length. Decoded images come back through shared memory (one reused block per
+  frame in flight), not through a pipe;
 * **errors**: an exception raised by a worker is re-raised here, at its frame, with the
   worker's traceback as its cause and a note naming the frame; a worker that dies raises
   :class:`SourceError` naming the frame. What a failed decoding means is the source's call
@@ -157,8 +158,8 @@ def read_frames(source: FrameSource, workers: int = 0, depth: int = 16,
             :class:`~vpr_seq_ros.sources.base.DecodingSource` (image folders, bags); other
             sources are read on the reader thread.
         workers: decoding worker processes; 0 decodes on the reader thread.
-        depth: read-ahead in frames (the encoder's batch size): ``depth + 2 * workers``
-            frames are decoded ahead at most.
+        depth: read-ahead in frames (the encoder's batch size): about ``2 * depth`` frames
+            are decoded ahead at most.
         start_method: how workers start (default :data:`DEFAULT_START_METHOD`).
 
     Returns:
