@@ -11,7 +11,8 @@ import pytest
 
 from vpr_seq_ros.encoders.identity import IdentityEncoder
 from vpr_seq_ros.errors import SourceError
-from vpr_seq_ros.pipeline import encode_run, prefetched
+from vpr_seq_ros.pipeline import encode_run
+from vpr_seq_ros.sources.parallel import prefetched
 from vpr_seq_ros.sources.base import FrameSource
 from vpr_seq_ros.types import Frame
 

@@ -64,6 +64,10 @@ class SourceConfig:
         image_topic: image topic of a bag source.
         pose_topic: pose topic of a bag source.
         keyframe_distance_m: keep a frame only once the robot moved this far (0 keeps all).
+        decode_workers: worker processes that decode images while the offline tools encode
+            (image folders and bags): ``auto`` (min(usable cores - 1, 4) when that is at
+            least 2, else 0), or a count; 0 decodes in-process on the read-ahead thread. The
+            frames are the same either way.
     """
 
     rate_hz: float = 10.0
@@ -71,10 +75,15 @@ class SourceConfig:
     image_topic: str | None = None
     pose_topic: str | None = None
     keyframe_distance_m: float = 0.0
+    decode_workers: str = 'auto'
 
     def __post_init__(self) -> None:
         _positive('source', 'rate_hz', self.rate_hz)
         _positive('source', 'keyframe_distance_m', self.keyframe_distance_m, allow_zero=True)
+        text = str(self.decode_workers).strip().lower()
+        if text != 'auto' and not (text.isdigit()):
+            raise ConfigError(f'source.decode_workers = {self.decode_workers!r} must be auto or '
+                              'an integer >= 0 (0 decodes images in-process)')
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 
@@ -29,7 +27,9 @@ from vpr_seq_ros.matching.methods import MatchOutput, SequenceMethod, build_meth
 from vpr_seq_ros.matching.windows import check_length, window_starts
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, map_output_path, save_map
 from vpr_seq_ros.sources import BAG_SUFFIXES, FrameSource, open_source
-from vpr_seq_ros.types import EncodedRun, Frame, Matches
+from vpr_seq_ros.sources.parallel import (prefetched,  # noqa: F401 - moved there; kept here
+                                          read_frames, resolve_decode_workers)
+from vpr_seq_ros.types import EncodedRun, Matches
 
 log = logging.getLogger(__name__)
 
@@ -38,58 +38,6 @@ Progress = Callable[[int], None]
 
 MAX_PLOT_MATRIX = 40_000_000
 """Largest N * M for which evaluation keeps the full distance matrix (for the plot)."""
-
-
-def prefetched(frames: Iterable[Frame], depth: int) -> Iterator[Frame]:
-    """Iterate ``frames`` with a background thread reading up to ``depth`` frames ahead.
-
-    Image decoding (PIL, bag deserialisation) then overlaps with encoding (torch and
-    onnxruntime release the GIL), in bounded memory. The frames and their order are those of
-    ``frames``; an exception raised while reading is raised here, at the frame it stopped at.
-    Stopping early (an exception in the consumer) stops the reader.
-    """
-    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(int(depth), 1))
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        iterator = iter(frames)
-        try:
-            for frame in iterator:
-                if not put(('frame', frame)):
-                    return
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            put(('error', err))
-            return
-        finally:
-            # Close a generator source here, in the thread that opened its files (SQLite
-            # connections, e.g. of a bag, refuse other threads).
-            close = getattr(iterator, 'close', None)
-            if close is not None:
-                close()
-        put(('end', None))
-
-    reader = threading.Thread(target=read, name='frame-reader', daemon=True)
-    reader.start()
-    try:
-        while True:
-            kind, value = items.get()
-            if kind == 'end':
-                return
-            if kind == 'error':
-                raise value
-            yield value
-    finally:
-        stop.set()
-        reader.join()
 
 
 class _Rows:
@@ -119,15 +67,20 @@ class _Rows:
 
 
 def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
-               progress: Progress | None = None, dtype: str = 'float32') -> EncodedRun:
+               progress: Progress | None = None, dtype: str = 'float32',
+               decode_workers: int | str = 0) -> EncodedRun:
     """Encode every frame of a source exactly once, in bounded memory.
 
-    Frames are read one batch ahead in a background thread (:func:`prefetched`) while the
-    previous batch is encoded.
+    Frames are read one batch ahead in a background thread while the previous batch is
+    encoded; with ``decode_workers``, images are decoded by that many worker processes, in
+    order, at most two batches ahead (:func:`vpr_seq_ros.sources.parallel.read_frames`). The
+    result is the same bit for bit.
 
     Args:
         dtype: storage type of the descriptors (``float32``, or ``float16`` for a map stored
             as such): rows are written into one array of that type as they are encoded.
+        decode_workers: decoding worker processes: a count (0 decodes in-process) or
+            ``'auto'`` (the ``source.decode_workers`` setting).
 
     Raises:
         SourceError: the source and the encoder take different inputs, the source is empty,
@@ -158,7 +111,9 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
                 progress(len(batch))
             batch.clear()
 
-    frames = prefetched(source, batch_size)
+    workers = resolve_decode_workers(decode_workers)
+    started = time.perf_counter()
+    frames = read_frames(source, workers, batch_size)
     try:
         for frame in frames:
             batch.append(frame.image if frame.image is not None else frame.descriptor)
@@ -168,11 +123,15 @@ def encode_run(source: FrameSource, encoder: FrameEncoder, batch_size: int = 16,
             names.append(frame.name)
             if len(batch) >= batch_size:
                 flush()
+        flush()
     finally:
-        frames.close()  # stops the reader thread at once if encoding failed
-    flush()
+        frames.close()  # stops the reader (and the workers) at once if encoding failed
     if not rows.count:
         raise SourceError(f'source {source.path} yielded no frames')
+    seconds = time.perf_counter() - started
+    log.info('%s: encoded %d frames in %.1f s (%.2f frames/s; decoding %s)', source.path,
+             rows.count, seconds, rows.count / max(seconds, 1e-9),
+             f'in {workers} worker processes' if workers else 'in-process')
     have = [p is not None for p in poses]
     if any(have) and not all(have):
         raise SourceError(f'{source.path}: only {sum(have)} of {len(have)} frames have poses')
@@ -209,7 +168,8 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
     check_length(len(source), cfg.sequence.length, f'reference run {source_path}')
     if on_start:
         on_start(len(source))
-    run = encode_run(source, encoder, cfg.encoder.batch_size, progress, cfg.map.dtype)
+    run = encode_run(source, encoder, cfg.encoder.batch_size, progress, cfg.map.dtype,
+                     cfg.source.decode_workers)
     check_length(len(run), cfg.sequence.length, f'reference run {source_path}')
     extra: dict[str, Any] = {}
     method = build_method(cfg, encoder.seqgem_p)
@@ -280,6 +240,7 @@ def map_config(refmap: ReferenceMap) -> dict[str, Any]:
     data.get('source', {}).pop('poses', None)  # the map's own frame table, never a query's
     data.pop('evaluation', None)  # ground truth is a property of the query, not of the map
     data.pop('node', None)  # how a node ran (e.g. the slam run that saved the map), not the map
+    data.get('source', {}).pop('decode_workers', None)  # how this machine read, not the map
     return data
 
 
@@ -506,7 +467,8 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
     if on_start:
         on_start(len(source))
     started = time.perf_counter()
-    query = encode_run(source, encoder, cfg.encoder.batch_size, progress)
+    query = encode_run(source, encoder, cfg.encoder.batch_size, progress,
+                       decode_workers=cfg.source.decode_workers)
     encode_s = time.perf_counter() - started
     dropped = source.dropped()  # after reading: some frames are found bad only when decoded
     result = evaluate_encoded(

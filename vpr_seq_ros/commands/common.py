@@ -69,6 +69,9 @@ FLAGS: dict[str, Flag] = {
     'keyframe-distance-m': Flag('source.keyframe_distance_m', 'runs with poses: keep a frame '
                                 'once the path since the last kept frame reaches M metres (the '
                                 'papers use 2; 0 keeps all)', 'M'),
+    'decode-workers': Flag('source.decode_workers', 'image folders and bags: processes that '
+                           'decode images while frames are encoded (auto: cores - 1, at most '
+                           '4, none below 2; 0: in-process)', 'N'),
     # encoder
     'encoder': Flag('encoder.name', 'frame descriptor: patchnorm (training-free thumbnail), '
                     'npy (precomputed .npy descriptors), jist-r18 (JIST ResNet-18)'),
@@ -234,7 +237,8 @@ SOURCE_HELP = ('a run: an image folder (frames sorted by file name; optional fra
                '.bag, ROS 2 folder, .db3 or .mcap; give --image-topic)')
 """Help text of a run argument: every kind of source."""
 
-SOURCE_FLAGS = ('rate-hz', 'poses', 'image-topic', 'pose-topic', 'keyframe-distance-m')
+SOURCE_FLAGS = ('rate-hz', 'poses', 'image-topic', 'pose-topic', 'keyframe-distance-m',
+                'decode-workers')
 ENCODER_FLAGS = ('encoder', 'weights', 'random-init', 'runtime', 'device', 'precision',
                  'batch-size', 'transform', 'transform-weights')
 MATCHING_FLAGS = ('method', 'seq-len', 'window', 'top-k', 'index', 'nprobe', 'candidates')

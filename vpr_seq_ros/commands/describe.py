@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.source, cfg.source)
     bar = make_progress(len(source), 'encoding', not args.no_progress)
     try:
-        run_ = encode_run(source, encoder, cfg.encoder.batch_size, bar.update)
+        run_ = encode_run(source, encoder, cfg.encoder.batch_size, bar.update,
+                          decode_workers=cfg.source.decode_workers)
     finally:
         bar.close()
     arrays = {'frame_descriptors': run_.descriptors, 'stamps_ns': run_.stamps_ns,

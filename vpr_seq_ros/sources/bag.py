@@ -46,6 +46,11 @@ fields (no pixel decoding) and reads the poses, so that ``len()`` is known befor
 each iteration then decodes every kept image once. A compressed payload can fail to decode
 although it passed the first pass; such a frame is dropped when met (counted and logged after
 the iteration), later frames keep consecutive indices, and ``len()`` is corrected.
+
+Reading and decoding are separate steps (:class:`~vpr_seq_ros.sources.base.DecodingSource`):
+the messages are read and deserialised where the bag was opened, and only the image fields
+(plain bytes and numbers, :class:`ImagePayload`) go to :func:`decode_payload`, which may run
+in a worker process; no rosbags object crosses a process boundary.
 """
 
 from __future__ import annotations
@@ -55,15 +60,16 @@ import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from vpr_seq_ros.conversions import PathLength, stamp_to_ns, yaw_from_quaternion
 from vpr_seq_ros.errors import DecodeError, SourceError
-from vpr_seq_ros.messages.images import (check_compressed, check_image, decode_compressed,
-                                         decode_image)
-from vpr_seq_ros.sources.base import DropReason, FrameSource, format_dropped
+from vpr_seq_ros.messages.images import (check_compressed, check_image,
+                                         decode_compressed_fields, decode_image_fields)
+from vpr_seq_ros.sources.base import (DecodeFunction, DecodeJob, DecodeOutcome, DecodingSource,
+                                      DropReason, format_dropped)
 from vpr_seq_ros.types import Frame, Pose
 
 log = logging.getLogger(__name__)
@@ -277,6 +283,50 @@ def check_topic(topics: dict[str, Any], bag: Any, topic: str, allowed: Sequence[
 
 
 @dataclass(frozen=True)
+class ImagePayload:
+    """The fields of one image message that decoding needs, as plain data (picklable).
+
+    Attributes:
+        compressed: a ``sensor_msgs/CompressedImage`` (``fields`` = ``(format, data)``), else
+            a ``sensor_msgs/Image`` (``fields`` = ``(height, width, encoding, step, data,
+            is_bigendian)``).
+        fields: the arguments of :func:`decode_compressed_fields` or
+            :func:`decode_image_fields`.
+        error: why the message could not be deserialised (then ``fields`` is empty).
+    """
+
+    compressed: bool
+    fields: tuple[Any, ...] = ()
+    error: str | None = None
+
+
+def image_payload(reader: Any, raw: bytes, msgtype: str) -> ImagePayload:
+    """Deserialise an image message of a bag into an :class:`ImagePayload` (never raises)."""
+    compressed = msgtype.endswith('CompressedImage')
+    try:
+        msg = reader.deserialize(raw, msgtype)
+        if compressed:
+            return ImagePayload(True, (msg.format, msg.data))
+        return ImagePayload(False, (msg.height, msg.width, msg.encoding, msg.step, msg.data,
+                                    getattr(msg, 'is_bigendian', 0)))
+    except Exception as err:  # a parser error on bad bytes: the frame is dropped when decoded
+        return ImagePayload(compressed, error=str(err))
+
+
+def decode_payload(payload: ImagePayload) -> np.ndarray:
+    """Decode an :class:`ImagePayload` into ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        DecodeError: the message could not be deserialised, or its image is malformed.
+    """
+    if payload.error is not None:
+        raise DecodeError(payload.error)
+    if payload.compressed:
+        return decode_compressed_fields(*payload.fields)
+    return decode_image_fields(*payload.fields)
+
+
+@dataclass(frozen=True)
 class _Planned:
     """A frame the iteration will yield."""
 
@@ -299,7 +349,7 @@ def _check_origin(origin: Sequence[float] | None) -> tuple[float, float, float] 
     return lat, lon, alt
 
 
-class BagSource(FrameSource):
+class BagSource(DecodingSource):
     """Frames of one image topic of a bag, with optional interpolated poses (see the module).
 
     Attributes:
@@ -610,13 +660,16 @@ class BagSource(FrameSource):
         """``(N,)`` int64 stamps of the frames the iteration will yield."""
         return np.array([p.stamp_ns for p in self._plan], np.int64)
 
-    def __iter__(self) -> Iterator[Frame]:
-        decode = decode_compressed if self.image_type.endswith('CompressedImage') \
-            else decode_image
+    @property
+    def decode_function(self) -> DecodeFunction:
+        return decode_payload
+
+    def decode_jobs(self) -> Iterator[DecodeJob]:
+        """The kept image messages in frame order, deserialised (payload:
+        :class:`ImagePayload`); ``frame.index`` is the frame's place in the plan."""
         slot_of = {p.ordinal: slot for slot, p in enumerate(self._plan)}
         pending: dict[int, tuple[str, bytes]] = {}  # read ahead of their turn (stamp jitter)
-        next_slot = index = 0
-        failures: list[tuple[int, str]] = []
+        next_slot = 0
         reader = open_bag(self.bag_path)
         try:
             # The same connections as the first pass, so the messages come in the same order
@@ -642,19 +695,26 @@ class BagSource(FrameSource):
                 pending[ordinal] = (conn.msgtype, raw)
                 while next_slot < len(self._plan) and self._plan[next_slot].ordinal in pending:
                     planned = self._plan[next_slot]
-                    next_slot += 1
                     msgtype, data = pending.pop(planned.ordinal)
-                    try:
-                        image = decode(reader.deserialize(data, msgtype))
-                    except Exception as err:  # DecodeError, or a parser error on bad bytes
-                        failures.append((planned.ordinal, str(err)))
-                        continue
-                    yield Frame(index=index, stamp_ns=planned.stamp_ns, image=image,
-                                pose=planned.pose, segment=planned.segment,
-                                name=f'{self.image_topic}#{planned.ordinal}')
-                    index += 1
+                    frame = Frame(index=next_slot, stamp_ns=planned.stamp_ns,
+                                  pose=planned.pose, segment=planned.segment,
+                                  name=f'{self.image_topic}#{planned.ordinal}')
+                    next_slot += 1
+                    yield DecodeJob(frame, image_payload(reader, data, msgtype))
         finally:
             reader.close()
+
+    def assemble(self, outcomes: Iterable[DecodeOutcome]) -> Iterator[Frame]:
+        """The decoded frames, numbered consecutively; a frame that fails to decode is
+        dropped, and once all are seen the drops are counted and ``len()`` corrected."""
+        failures: list[tuple[int, str]] = []
+        index = 0
+        for outcome in outcomes:
+            if outcome.error is not None:
+                failures.append((self._plan[outcome.frame.index].ordinal, str(outcome.error)))
+                continue
+            yield replace(outcome.frame, index=index, image=outcome.image)
+            index += 1
         if failures:
             self._drop_late(failures)
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
 
 from vpr_seq_ros.types import Frame
 
@@ -130,3 +133,76 @@ class FrameSource(ABC):
     def dropped_line(self) -> str:
         """:func:`format_dropped` of :meth:`dropped`, with this source's details."""
         return format_dropped(self.dropped())
+
+
+DecodeFunction = Callable[[Any], np.ndarray]
+"""Turns a :attr:`DecodeJob.payload` into an ``(H, W, 3)`` uint8 RGB image; a module-level
+function (pickled by reference), so that worker processes can run it."""
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """A frame read from its source but not decoded yet.
+
+    Attributes:
+        frame: everything the frame will carry but its image (``image`` is None); ``index``
+            may be provisional (a source that drops frames when they fail to decode numbers
+            the frames it keeps in :meth:`DecodingSource.assemble`).
+        payload: what the source's :attr:`DecodingSource.decode_function` takes: plain,
+            picklable data (a file path, the fields of an image message).
+    """
+
+    frame: Frame
+    payload: Any
+
+
+@dataclass(frozen=True)
+class DecodeOutcome:
+    """A decoded :class:`DecodeJob`: its image, or the exception decoding raised."""
+
+    frame: Frame
+    image: np.ndarray | None
+    error: Exception | None
+
+
+def decode_inline(decode: DecodeFunction, jobs: Iterable[DecodeJob]) -> Iterator[DecodeOutcome]:
+    """Decode jobs one by one in the calling thread (what worker processes do in parallel)."""
+    for job in jobs:
+        try:
+            yield DecodeOutcome(job.frame, decode(job.payload), None)
+        except Exception as err:  # noqa: BLE001 - the source decides (raise or drop)
+            yield DecodeOutcome(job.frame, None, err)
+
+
+class DecodingSource(FrameSource):
+    """A source whose reading and image decoding are separate steps, so that decoding can run
+    in worker processes (:func:`vpr_seq_ros.sources.parallel.read_frames`) while reading (file
+    or bag I/O) stays in the process that opened the source.
+
+    Iterating the source decodes in the calling thread; both ways run the same
+    :meth:`decode_jobs` and :meth:`assemble`, so they yield the same frames, bit for bit.
+    """
+
+    @property
+    @abstractmethod
+    def decode_function(self) -> DecodeFunction:
+        """The module-level function that decodes this source's payloads."""
+
+    @abstractmethod
+    def decode_jobs(self) -> Iterator[DecodeJob]:
+        """Read the run in order, without decoding images. Files (e.g. a bag's SQLite
+        connection) are opened and closed in the thread that iterates this generator."""
+
+    @abstractmethod
+    def assemble(self, outcomes: Iterable[DecodeOutcome]) -> Iterator[Frame]:
+        """The frames of decoded jobs, given in job order: what a failed decoding means (an
+        error, or a frame dropped and counted in :meth:`dropped`) is decided here."""
+
+    def __iter__(self) -> Iterator[Frame]:
+        jobs = self.decode_jobs()
+        try:
+            yield from self.assemble(decode_inline(self.decode_function, jobs))
+        finally:
+            close = getattr(jobs, 'close', None)
+            if close is not None:
+                close()

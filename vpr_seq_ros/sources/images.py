@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from dataclasses import replace
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vpr_seq_ros.errors import SourceError
-from vpr_seq_ros.sources.base import DropReason, FrameSource, format_dropped
+from vpr_seq_ros.sources.base import (DecodeFunction, DecodeJob, DecodeOutcome, DecodingSource,
+                                      DropReason, format_dropped)
 from vpr_seq_ros.sources.sidecar import SIDECAR_NAME, SidecarRow, read_sidecar
 from vpr_seq_ros.types import Frame
 
@@ -38,13 +40,14 @@ def load_rgb(path: Path) -> np.ndarray:
             from err
 
 
-class ImageFolderSource(FrameSource):
+class ImageFolderSource(DecodingSource):
     """Frames from the image files of one folder, in file-name order.
 
     Stamps, poses and segments come from a side table (``frames.csv`` in the folder, or the
     ``poses`` argument); without stamps they are synthesised as ``i * 1e9 / rate_hz``. Files of
     an image format not in :data:`IMAGE_SUFFIXES` (``.gif``, ``.heic``, ...) are left out and
-    counted in :meth:`dropped`; other files (notes, the side table) are not frames.
+    counted in :meth:`dropped`; other files (notes, the side table) are not frames. An image
+    file that cannot be read is an error (:class:`SourceError` naming it).
     """
 
     input_kind = 'image'
@@ -103,10 +106,23 @@ class ImageFolderSource(FrameSource):
     def has_poses(self) -> bool:
         return bool(self.table) and all(r.pose is not None for r in self.table.values())
 
-    def __iter__(self) -> Iterator[Frame]:
+    @property
+    def decode_function(self) -> DecodeFunction:
+        return load_rgb
+
+    def decode_jobs(self) -> Iterator[DecodeJob]:
+        """The frames in file-name order; the payload is the image file's path."""
         for index, path in enumerate(self.files):
             row = self.table.get(path.name) if self.table else None
-            yield Frame(index=index, stamp_ns=self._stamps[index], image=load_rgb(path),
-                        pose=row.pose if row else None,
-                        segment=row.segment if row and row.segment is not None else 0,
-                        name=path.name)
+            frame = Frame(index=index, stamp_ns=self._stamps[index],
+                          pose=row.pose if row else None,
+                          segment=row.segment if row and row.segment is not None else 0,
+                          name=path.name)
+            yield DecodeJob(frame, path)
+
+    def assemble(self, outcomes: Iterable[DecodeOutcome]) -> Iterator[Frame]:
+        """The frames; an image that cannot be read raises its error."""
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise outcome.error
+            yield replace(outcome.frame, image=outcome.image)
