@@ -23,6 +23,8 @@ from vpr_seq_ros.verification.config import VerificationConfig
 from vpr_seq_ros.matching import method_names
 
 RUNTIMES = ('torch', 'onnx')
+SCORE_SAMPLE = 4096
+"""Default ``matching.score_sample``."""
 DEVICES = ('cpu', 'cuda', 'auto')
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8', 'auto')
 PATCHNORM_NORMALIZE = ('auto', 'l2', 'none')
@@ -276,6 +278,11 @@ class MatchingConfig:
         slope_penalty: constant-speed prior, in standard deviations per unit ``|ln slope|``,
             added to a slope's standardised score (0: none).
         index: nearest-neighbour search over the map (exact, or approximate for large maps).
+        score_sample: S, the most reference anchors whose distances give the mean and standard
+            deviation of a match's ``score`` (evenly spaced, every anchor when the map has at
+            most S; see ``vpr_seq_ros.matching.score``). Exact and approximate search score
+            alike; approximate search computes the sample's distances, S x L x D work per
+            keyframe.
     """
 
     method: str = 'seqmatch'
@@ -288,9 +295,11 @@ class MatchingConfig:
     slope_scores: str = 'standardised'
     slope_penalty: float = 3.0
     index: IndexConfig = field(default_factory=IndexConfig)
+    score_sample: int = SCORE_SAMPLE
 
     def __post_init__(self) -> None:
         _choice('matching', 'method', self.method, method_names())
+        _positive('matching', 'score_sample', self.score_sample)
         _choice('matching', 'distance', self.distance, DISTANCES)
         _positive('matching', 'top_k', self.top_k)
         if not self.slopes:

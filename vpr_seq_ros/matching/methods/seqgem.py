@@ -101,6 +101,29 @@ class SeqGem(SequenceMethod):
 
         return search
 
+    def sample_search(self, references: References, anchors: np.ndarray
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+        """L2 distances of the window's SeqGeM descriptor to the anchors' (the map's stored
+        ones when they fit, else pooled from the anchors' frames; inf without a window)."""
+        from vpr_seq_ros.matching.ann import AnchorDistances, trailing_offsets
+
+        anchors = np.asarray(anchors, np.int64)
+        starts, valid = window_starts(np.asarray(references.segments), self.length,
+                                      'trailing')
+        pre = self.stored(references)
+        if pre is not None:
+            rows = np.asarray(pre.descriptors[anchors], np.float32)
+        else:
+            frames = references.descriptors
+            taken = np.clip(starts[anchors][:, None] + np.arange(self.length), 0,
+                            max(len(frames) - 1, 0))
+            rows = seqgem(np.asarray(frames[taken.reshape(-1)]).reshape(
+                taken.shape + frames.shape[1:]), self.p)
+        sample = AnchorDistances(rows, np.zeros(len(anchors), np.int64),
+                                 np.arange(len(anchors)), trailing_offsets(1),
+                                 valid=valid[anchors])
+        return lambda window: sample(seqgem(window, self.p)[None])
+
     def stream(self, references: References) -> StreamingMatcher:
         return SeqGemStream(references, self.length, self.p, self.stored(references))
 
