@@ -28,6 +28,28 @@ def full_scan_score(distances: np.ndarray, chosen: float) -> float:
     return max((float(finite.mean()) - chosen) / float(finite.std()), 0.0)
 
 
+def reference_score(distances: np.ndarray, chosen: float, size: int, stratum: int = 1) -> float:
+    """The sampled score written out slowly: every s-th anchor (s the smallest power of two
+    leaving at most ``size``) stands for s anchors, the best ``stratum`` for themselves."""
+    n = len(distances)
+    stride = 1
+    while len(range(0, n, stride)) > size:
+        stride *= 2
+    finite = [i for i in range(n) if np.isfinite(distances[i])]
+    best = sorted(finite, key=lambda i: (distances[i], i))[:stratum] if stride > 1 else []
+    weights = {i: 1.0 for i in best}
+    for i in range(0, n, stride):
+        if np.isfinite(distances[i]) and i not in weights:
+            weights[i] = float(stride)
+    if len(weights) < 2:
+        return 0.0
+    w = np.array(list(weights.values()))
+    v = np.array([distances[i] for i in weights])
+    mean = float((w * v).sum() / w.sum())
+    std = math.sqrt(float((w * (v - mean) ** 2).sum() / w.sum()))
+    return 0.0 if std <= 0 else max((mean - chosen) / std, 0.0)
+
+
 def route(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     """A smooth random walk of positive unit descriptors (neighbours look alike)."""
     rng = np.random.default_rng(seed)
@@ -52,19 +74,33 @@ def test_sample_by_hand():
     np.testing.assert_array_equal(sample_anchors(10, 4), [0, 4, 8])
     np.testing.assert_array_equal(sample_anchors(4, 4), [0, 1, 2, 3])
     assert len(sample_anchors(0, 4)) == 0
-    # distances 1, 2, 3, inf, 5, 9 with S = 3: stride 2, anchors 0, 2, 4 -> 1, 3, 5:
-    # mean 3, population std sqrt(8/3)
+    # distances 1, 2, 3, inf, 5, 9 with S = 3: stride 2, anchors 0, 2, 4 -> 1, 3, 5; the best
+    # (1) counted once, 3 and 5 standing for two anchors each: mean 17 / 5 = 3.4, variance
+    # (2.4^2 + 2 * 0.4^2 + 2 * 1.6^2) / 5 = 2.24
     d = np.array([1.0, 2.0, 3.0, np.inf, 5.0, 9.0])
     np.testing.assert_allclose(distinctiveness(d, np.array([1.0, 2.5, 4.0]), 3),
-                               [2 / math.sqrt(8 / 3), 0.5 / math.sqrt(8 / 3), 0.0])
-    sample = ScoreSample.of(d, 3)
-    np.testing.assert_array_equal(sample.anchors, [0, 2, 4])
-    # anchor 2 excluded (a recent keyframe): 1 and 5 remain, mean 3, std 2
-    excluded = np.zeros(6, bool)
-    excluded[2] = True
-    assert sample.without(excluded).scores(np.array([1.0]))[0] == pytest.approx(1.0)
-    excluded[0] = True  # one finite distance left: no statistics, score 0
-    assert sample.without(excluded).scores(np.array([1.0]))[0] == 0.0
+                               [2.4 / math.sqrt(2.24), 0.9 / math.sqrt(2.24), 0.0])
+    # ten anchors, S = 4: stride 4, sampled anchors 0, 4, 8 (distances 1, 5, 8); with the best
+    # two (anchors 0 and 1: 1 and 2) counted once, 5 and 8 standing for four anchors each:
+    # values 1, 2, 5, 8, weights 1, 1, 4, 4 -> mean 5.5, variance 5.85
+    d = np.array([1.0, 2.0, 3.0, np.inf, 5.0, 9.0, 4.0, 6.0, 8.0, 7.0])
+    sample = ScoreSample.of(d, 4)
+    assert sample.stride == 4
+    np.testing.assert_array_equal(sample.anchors, [0, 4, 8])
+    got = sample.scores(np.array([1.0]), np.array([0, 1]), np.array([1.0, 2.0]))[0]
+    assert got == pytest.approx(4.5 / math.sqrt(5.85))
+    assert distinctiveness(d, np.array([1.0]), 4)[0] == pytest.approx(reference_score(d, 1.0, 4))
+    # anchor 4 excluded (a recent keyframe): 1, 2 and 8 remain, weights 1, 1, 4
+    excluded = np.zeros(10, bool)
+    excluded[4] = True
+    got = sample.without(excluded).scores(np.array([1.0]), np.array([0, 1]),
+                                          np.array([1.0, 2.0]))[0]
+    mean = (1 + 2 + 32) / 6
+    std = math.sqrt(((1 - mean) ** 2 + (2 - mean) ** 2 + 4 * (8 - mean) ** 2) / 6)
+    assert got == pytest.approx((mean - 1) / std)
+    # one counted distance left: no statistics, score 0
+    alone = ScoreSample(np.array([0, 4]), np.array([np.inf, np.inf]), 4)
+    assert alone.scores(np.array([1.0]), np.array([0]), np.array([1.0]))[0] == 0.0
     mean, std = sample_statistics(np.array([[1.0, 2.0], [3.0, np.inf], [5.0, np.inf]]))
     np.testing.assert_allclose(mean, [3.0, np.nan])
     np.testing.assert_allclose(std, [math.sqrt(8 / 3), np.nan])
@@ -157,8 +193,8 @@ def approximate_map(tmp_path: Path, method: str, kind: str, refs: np.ndarray,
 
 @pytest.mark.parametrize('method', ['single', 'seqgem', 'seqmatch'])
 def test_exact_and_approximate_search_publish_the_same_scores(tmp_path, method):
-    """Whenever the approximate candidates contain the exact best, its score is the exact
-    one, whether the map fits the sample (S >= N) or is sampled (S = 40 < N = 300)."""
+    """Whenever the approximate candidates contain the exact best, the scores are the exact
+    ones, whether the map fits the sample (S >= N) or is sampled (S = 40 < N = 300)."""
     refs = route(300)
     rng = np.random.default_rng(5)
     query = (refs[40:120] + 0.05 * rng.normal(size=(80, 32))).astype(np.float32)
@@ -169,10 +205,14 @@ def test_exact_and_approximate_search_publish_the_same_scores(tmp_path, method):
         approx = NodeCore(config(method, **common, **{
             'matching.index.kind': 'hnsw', 'matching.index.candidates': 4,
             'matching.index.ef_search': 16}), IdentityEncoder(), refmap)
+        approx.record_distances = True
         compared = 0
         for frame in frames(query):
-            e, a = exact.on_frame(frame).hypothesis, approx.on_frame(frame).hypothesis
+            step = approx.on_frame(frame)
+            e, a = exact.on_frame(frame).hypothesis, step.hypothesis
             assert (e is None) == (a is None)
+            if a is not None:  # the approximate matcher found only a few anchors
+                assert np.isfinite(step.distances).sum() <= 5
             if e is None or a.best.ref_index != e.best.ref_index:
                 continue
             compared += 1
@@ -206,7 +246,8 @@ def test_the_node_score_is_the_sampled_one_and_not_a_scan(tmp_path):
         if step.hypothesis is None:
             continue
         best = step.hypothesis.best
-        assert best.score == distinctiveness(step.distances, np.array([best.distance]), 40)[0]
+        assert best.score == pytest.approx(reference_score(step.distances, best.distance, 40),
+                                           rel=1e-12, abs=1e-12)
         differs += abs(best.score - full_scan_score(step.distances, best.distance)) > 1e-6
     assert differs > 0
     sampled = approx.matcher._sampled  # the L rows of the 38 sampled anchors, cached once
@@ -235,11 +276,10 @@ def test_slam_scores_use_the_sample_of_the_growing_store():
         n = len(step.distances)
         excluded = core.store.stamps_ns[:n] > frame.stamp_ns - 2 * 10**9
         masked = np.where(excluded, np.inf, step.distances)
-        anchors = sample_anchors(n, size)
         strides.add(sample_stride(n, size))
-        sampled = masked[anchors]
         best = step.hypothesis.best
-        assert best.score == full_scan_score(sampled, best.distance)
+        assert best.score == pytest.approx(reference_score(masked, best.distance, size),
+                                           rel=1e-12, abs=1e-12)
         checked += 1
     assert checked > 50 and {2, 4, 8} <= strides and closures > 0
 

@@ -294,16 +294,16 @@ class AnchorDistances:
         if self._rows is None:
             return sequence_distances_at(self._refs, self._segments, window, self.anchors,
                                          self.offsets, self.metric)
-        window = np.asarray(window, np.float32)
         kernels, length = self.offsets.shape
-        frame = np.empty(self._rows.shape[:2], np.float64)  # (S * L, A)
-        for i in range(kernels * length):
-            w = window[i % length]
-            if self.metric == 'euclidean':
-                sq = self._sq[i] - 2.0 * (self._rows[i] @ w) + float(w @ w)
-                frame[i] = np.sqrt(np.maximum(sq, 0.0))
-            else:
-                frame[i] = np.abs(self._rows[i] - w).sum(axis=1)
+        tiled = np.tile(np.asarray(window, np.float32), (kernels, 1))  # (S * L, D)
+        if self.metric == 'euclidean':
+            # einsum, not BLAS: single-threaded, so a busy second core cannot stall it
+            dots = np.einsum('kad,kd->ka', self._rows, tiled)
+            sq = self._sq - 2.0 * dots + np.einsum('kd,kd->k', tiled, tiled)[:, None]
+            frame = np.sqrt(np.maximum(sq, 0.0))  # (S * L, A)
+        else:
+            frame = np.stack([np.abs(rows - w).sum(axis=1)
+                              for rows, w in zip(self._rows, tiled)]).astype(np.float64)
         seq = frame.reshape(kernels, length, -1).mean(axis=1)
         return np.where(self._fits, seq, np.inf).min(axis=0)
 

@@ -46,7 +46,7 @@ from vpr_seq_ros.conversions import PathLength
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError
 from vpr_seq_ros.matching.methods import SequenceMethod, StreamingMatcher, build_method
-from vpr_seq_ros.matching.score import ScoreSample, sample_anchors
+from vpr_seq_ros.matching.score import ScoreSample, sample_anchors, sample_stride
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
 from vpr_seq_ros.runtime.decisions import LoopClosureDecider, QueryKeyframe, place_hypothesis
 from vpr_seq_ros.runtime.outputs import Diagnostics, LoopClosure, PlaceHypothesis, StepResult
@@ -299,8 +299,10 @@ class NodeCore:
         their exact distances from the matcher (read off an exact scan, computed there by an
         approximate one)."""
         assert self.matcher is not None
-        anchors = sample_anchors(len(distances), self.cfg.matching.score_sample)
-        return ScoreSample(anchors, self.matcher.distances_at(anchors, distances))
+        n, size = len(distances), self.cfg.matching.score_sample
+        anchors = sample_anchors(n, size)
+        return ScoreSample(anchors, self.matcher.distances_at(anchors, distances),
+                           sample_stride(n, size))
 
     # ---------------------------------------------------------------------------- map
     def keyframe_map(self) -> ReferenceMap:

@@ -1,8 +1,9 @@
 """Decisions: from the distances of every reference anchor to what the node publishes.
 
 * :func:`top_candidates`: the top-K finite distances, best first, each with a distinctiveness
-  score (standard deviations below the mean distance of the score's sample of anchors,
-  :mod:`vpr_seq_ros.matching.score`) and the reference's stamp and pose;
+  score (standard deviations below the mean distance over the anchors, estimated from a fixed
+  sample of them and the best ones, :mod:`vpr_seq_ros.matching.score`) and the reference's
+  stamp and pose;
 * :func:`place_hypothesis`: localization, one :class:`PlaceHypothesis` per keyframe whose
   window is full;
 * :class:`LoopClosureDecider`: slam. Recent keyframes are never candidates (the last
@@ -25,7 +26,7 @@ import numpy as np
 from vpr_seq_ros.calibration import Calibration
 from vpr_seq_ros.config import LoopClosureConfig
 from vpr_seq_ros.conversions import NS_PER_S
-from vpr_seq_ros.matching.score import ScoreSample, distinctiveness
+from vpr_seq_ros.matching.score import STRATUM, ScoreSample, best_anchors, distinctiveness
 from vpr_seq_ros.runtime.outputs import Candidate, LoopClosure, PlaceHypothesis
 from vpr_seq_ros.runtime.store import KeyframeStore, ReferenceStore
 from vpr_seq_ros.types import Pose
@@ -44,13 +45,12 @@ def top_candidates(distances: np.ndarray, top_k: int, stamps_ns: np.ndarray,
         sample: the score's sample of these distances (excluded anchors inf).
         calibration: maps each candidate's score (or distance) to the probability it is right.
     """
-    finite = np.flatnonzero(np.isfinite(distances))
-    if not len(finite):
+    ranked = best_anchors(distances, max(top_k, STRATUM))
+    if not len(ranked):
         return ()
-    k = min(top_k, len(finite))
-    top = finite[np.argpartition(distances[finite], k - 1)[:k]]
-    top = top[np.argsort(distances[top], kind='stable')]
-    scores = sample.scores(distances[top])
+    top = ranked[:top_k]
+    best = ranked[:STRATUM]
+    scores = sample.scores(distances[top], best, distances[best])
     confidence = np.full(len(top), np.nan) if calibration is None else \
         calibration(scores if calibration.feature == 'score' else distances[top])
     return tuple(
