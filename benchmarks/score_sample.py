@@ -29,8 +29,8 @@ import numpy as np
 
 from vpr_seq_ros.machine import cpu_line
 from vpr_seq_ros.matching.ann import AnchorDistances, trailing_offsets
-from vpr_seq_ros.matching.score import (STRATUM, ScoreSample, best_anchors, distinctiveness,
-                                        sample_anchors)
+from vpr_seq_ros.matching.score import (ScoreSample, best_anchors, distinctiveness,
+                                        sample_anchors, sample_statistics, scores_from_stats)
 from vpr_seq_ros.matching.seqmatch import OnlineSeqMatcher, SeqMatchSettings
 
 
@@ -61,9 +61,15 @@ def old_full_scan(distances: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return np.maximum((finite.mean() - chosen) / finite.std(), 0.0)
 
 
-def sampled_scores(distances: np.ndarray, chosen: np.ndarray, best: np.ndarray) -> np.ndarray:
+def sampled_scores(distances: np.ndarray, chosen: np.ndarray, best: int) -> np.ndarray:
     """The score now, as the node computes it once it has its top candidates."""
-    return ScoreSample.of(distances, 4096).scores(chosen, best, distances[best])
+    return ScoreSample.of(distances, 4096).scores(chosen, best)
+
+
+def plain_sample_score(distances: np.ndarray, chosen: float, size: int) -> float:
+    """The sample alone (no dip counted exactly), for comparison."""
+    mean, std = sample_statistics(distances[sample_anchors(len(distances), size)])
+    return float(scores_from_stats(np.array([chosen]), mean, std)[0])
 
 
 def main() -> None:
@@ -103,7 +109,7 @@ def main() -> None:
         best = best_anchors(d, 5)  # the node's top candidates, found before scoring
         chosen = d[best]
         before = median_ms(old_full_scan, (d, chosen), 20)
-        now = median_ms(sampled_scores, (d, chosen, best[:STRATUM]), 20)
+        now = median_ms(sampled_scores, (d, chosen, int(best[0])), 20)
         print(f'| {size_n:,} | {before:.2f} | {now:.3f} |')
 
     queries = 100 if args.quick else 200
@@ -115,8 +121,8 @@ def main() -> None:
           f'{length}, map {n:,}), sampled against the full scan; queries are a stretch of the '
           'route with noise of the given norm')
     print('| noise | full-scan score median (range) | S (anchors sampled) | mean abs error | '
-          'max abs error | max relative error |')
-    print('|---:|---|---:|---:|---:|---:|')
+          'max abs error | max relative error | sample alone: mean / max abs error |')
+    print('|---:|---|---:|---:|---:|---:|---:|')
     for noise in (0.6, 1.2, 2.0):
         query = refs[start:start + queries].astype(np.float32) + noise / np.sqrt(dim) * \
             rng.standard_normal((queries, dim), dtype=np.float32)
@@ -131,7 +137,7 @@ def main() -> None:
 def report_accuracy(matcher: OnlineSeqMatcher, query: np.ndarray, noise: float,
                     n: int) -> None:
     """Sampled against full-scan scores of each keyframe's top-1 (one table row per S)."""
-    full, sampled = [], {1024: [], 4096: []}
+    full, sampled, plain = [], {1024: [], 4096: []}, {1024: [], 4096: []}
     for q in query:
         distances = matcher.push(q)
         if distances is None:
@@ -140,13 +146,16 @@ def report_accuracy(matcher: OnlineSeqMatcher, query: np.ndarray, noise: float,
         full.append(old_full_scan(distances, best)[0])
         for size in sampled:
             sampled[size].append(distinctiveness(distances, best, size)[0])
+            plain[size].append(plain_sample_score(distances, best[0], size))
     full_arr = np.array(full)
     for size, values in sampled.items():
         err = np.abs(np.array(values) - full_arr)
+        alone = np.abs(np.array(plain[size]) - full_arr)
         print(f'| {noise} | {np.median(full_arr):.2f} ({full_arr.min():.2f} - '
               f'{full_arr.max():.2f}) | {size} ({len(sample_anchors(n, size))}) | '
               f'{err.mean():.4f} | {err.max():.4f} | '
-              f'{np.max(err / np.maximum(full_arr, 1e-9)):.4f} |')
+              f'{np.max(err / np.maximum(full_arr, 1e-9)):.4f} | '
+              f'{alone.mean():.4f} / {alone.max():.4f} |')
 
 
 def real_data(data: str) -> None:
@@ -176,12 +185,16 @@ def real_data(data: str) -> None:
           f'preset (L = {cfg.sequence.length}); full-scan top-1 score median '
           f'{np.median(full[counted]):.2f} (range {full[counted].min():.2f} - '
           f'{full[counted].max():.2f})')
-    print('| S (anchors sampled) | mean abs error | max abs error | max relative error |')
-    print('|---:|---:|---:|---:|')
+    print('| S (anchors sampled) | mean abs error | max abs error | max relative error | '
+          'sample alone: mean / max abs error |')
+    print('|---:|---:|---:|---:|---:|')
     for size in (64, 128, 256, 512):
         err = np.abs(column_distinctiveness(out.matrix, top, size) - full)[counted]
+        alone = np.abs([plain_sample_score(out.matrix[:, j], out.matrix[top[j], j], size)
+                        for j in np.flatnonzero(counted)] - full[counted])
         print(f'| {size} ({len(sample_anchors(len(ref), size))}) | {err.mean():.4f} | '
-              f'{err.max():.4f} | {np.max(err / np.maximum(full[counted], 1e-9)):.4f} |')
+              f'{err.max():.4f} | {np.max(err / np.maximum(full[counted], 1e-9)):.4f} | '
+              f'{alone.mean():.4f} / {alone.max():.4f} |')
 
 
 if __name__ == '__main__':

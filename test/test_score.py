@@ -28,18 +28,22 @@ def full_scan_score(distances: np.ndarray, chosen: float) -> float:
     return max((float(finite.mean()) - chosen) / float(finite.std()), 0.0)
 
 
-def reference_score(distances: np.ndarray, chosen: float, size: int, stratum: int = 1) -> float:
+def reference_score(distances: np.ndarray, chosen: float, size: int, radius: int = 16) -> float:
     """The sampled score written out slowly: every s-th anchor (s the smallest power of two
-    leaving at most ``size``) stands for s anchors, the best ``stratum`` for themselves."""
+    leaving at most ``size``) stands for s anchors; the anchors within ``radius`` of the best
+    finite one stand for themselves."""
     n = len(distances)
     stride = 1
     while len(range(0, n, stride)) > size:
         stride *= 2
     finite = [i for i in range(n) if np.isfinite(distances[i])]
-    best = sorted(finite, key=lambda i: (distances[i], i))[:stratum] if stride > 1 else []
-    weights = {i: 1.0 for i in best}
+    best = min(finite, key=lambda i: (distances[i], i))
+    weights = {}
+    if stride > 1:
+        weights = {i: 1.0 for i in finite if abs(i - best) <= radius}
     for i in range(0, n, stride):
-        if np.isfinite(distances[i]) and i not in weights:
+        if np.isfinite(distances[i]) and i not in weights and \
+                (stride == 1 or abs(i - best) > radius):
             weights[i] = float(stride)
     if len(weights) < 2:
         return 0.0
@@ -74,33 +78,39 @@ def test_sample_by_hand():
     np.testing.assert_array_equal(sample_anchors(10, 4), [0, 4, 8])
     np.testing.assert_array_equal(sample_anchors(4, 4), [0, 1, 2, 3])
     assert len(sample_anchors(0, 4)) == 0
-    # distances 1, 2, 3, inf, 5, 9 with S = 3: stride 2, anchors 0, 2, 4 -> 1, 3, 5; the best
-    # (1) counted once, 3 and 5 standing for two anchors each: mean 17 / 5 = 3.4, variance
-    # (2.4^2 + 2 * 0.4^2 + 2 * 1.6^2) / 5 = 2.24
+    # distances 1, 2, 3, inf, 5, 9 with S = 3: stride 2, but the dip (16 anchors each side of
+    # the best) covers the map, so every finite distance counts once: mean 4, std sqrt(8)
     d = np.array([1.0, 2.0, 3.0, np.inf, 5.0, 9.0])
     np.testing.assert_allclose(distinctiveness(d, np.array([1.0, 2.5, 4.0]), 3),
-                               [2.4 / math.sqrt(2.24), 0.9 / math.sqrt(2.24), 0.0])
-    # ten anchors, S = 4: stride 4, sampled anchors 0, 4, 8 (distances 1, 5, 8); with the best
-    # two (anchors 0 and 1: 1 and 2) counted once, 5 and 8 standing for four anchors each:
-    # values 1, 2, 5, 8, weights 1, 1, 4, 4 -> mean 5.5, variance 5.85
-    d = np.array([1.0, 2.0, 3.0, np.inf, 5.0, 9.0, 4.0, 6.0, 8.0, 7.0])
-    sample = ScoreSample.of(d, 4)
-    assert sample.stride == 4
-    np.testing.assert_array_equal(sample.anchors, [0, 4, 8])
-    got = sample.scores(np.array([1.0]), np.array([0, 1]), np.array([1.0, 2.0]))[0]
-    assert got == pytest.approx(4.5 / math.sqrt(5.85))
-    assert distinctiveness(d, np.array([1.0]), 4)[0] == pytest.approx(reference_score(d, 1.0, 4))
-    # anchor 4 excluded (a recent keyframe): 1, 2 and 8 remain, weights 1, 1, 4
-    excluded = np.zeros(10, bool)
-    excluded[4] = True
-    got = sample.without(excluded).scores(np.array([1.0]), np.array([0, 1]),
-                                          np.array([1.0, 2.0]))[0]
-    mean = (1 + 2 + 32) / 6
-    std = math.sqrt(((1 - mean) ** 2 + (2 - mean) ** 2 + 4 * (8 - mean) ** 2) / 6)
-    assert got == pytest.approx((mean - 1) / std)
+                               [3 / math.sqrt(8), 1.5 / math.sqrt(8), 0.0])
+    # 64 anchors at distance 10 except 1 at anchor 0 and 20 at anchor 40; S = 16: stride 4,
+    # anchors 0, 4, ..., 60. The dip 0..16 counts once each (1 and sixteen 10s); the sampled
+    # anchors 20, 24, ..., 60 stand for four each (ten 10s and the 20)
+    d = np.full(64, 10.0)
+    d[0], d[40] = 1.0, 20.0
+    sample = ScoreSample.of(d, 16)
+    assert sample.stride == 4 and len(sample.anchors) == 16
+    values = np.array([1.0] + [10.0] * 16 + [10.0] * 10 + [20.0])
+    weights = np.array([1.0] * 17 + [4.0] * 11)
+    mean = (weights * values).sum() / weights.sum()
+    std = math.sqrt((weights * (values - mean) ** 2).sum() / weights.sum())
+    assert mean == pytest.approx(641 / 61)
+    np.testing.assert_allclose(sample.scores(np.array([1.0, 9.0]), 0),
+                               [(mean - 1) / std, (mean - 9) / std], rtol=1e-12)
+    assert distinctiveness(d, np.array([1.0]), 16)[0] == pytest.approx(
+        reference_score(d, 1.0, 16), rel=1e-12)
+    # anchor 40 and anchors 3..5 excluded (recent keyframes): neither in the sample nor the dip
+    excluded = np.zeros(64, bool)
+    excluded[[3, 4, 5, 40]] = True
+    values = np.array([1.0] + [10.0] * 13 + [10.0] * 10)
+    weights = np.array([1.0] * 14 + [4.0] * 10)
+    mean = (weights * values).sum() / weights.sum()
+    std = math.sqrt((weights * (values - mean) ** 2).sum() / weights.sum())
+    assert sample.without(excluded).scores(np.array([1.0]), 0)[0] == \
+        pytest.approx((mean - 1) / std, rel=1e-12)
     # one counted distance left: no statistics, score 0
-    alone = ScoreSample(np.array([0, 4]), np.array([np.inf, np.inf]), 4)
-    assert alone.scores(np.array([1.0]), np.array([0]), np.array([1.0]))[0] == 0.0
+    alone = ScoreSample.of(np.array([1.0] + [np.inf] * 63), 16)
+    assert alone.scores(np.array([1.0]), 0)[0] == 0.0
     mean, std = sample_statistics(np.array([[1.0, 2.0], [3.0, np.inf], [5.0, np.inf]]))
     np.testing.assert_allclose(mean, [3.0, np.nan])
     np.testing.assert_allclose(std, [math.sqrt(8 / 3), np.nan])

@@ -295,14 +295,16 @@ class NodeCore:
         return decision
 
     def _score_sample(self, distances: np.ndarray) -> ScoreSample:
-        """The score's sample for this keyframe: fixed anchors of those now in the store,
+        """The score's sample for this keyframe: fixed anchors of those now in the store and
         their exact distances from the matcher (read off an exact scan, computed there by an
-        approximate one)."""
+        approximate one), which also gives those of the dip around the best anchor."""
         assert self.matcher is not None
+        matcher = self.matcher
         n, size = len(distances), self.cfg.matching.score_sample
         anchors = sample_anchors(n, size)
-        return ScoreSample(anchors, self.matcher.distances_at(anchors, distances),
-                           sample_stride(n, size))
+        return ScoreSample(anchors, matcher.distances_at(anchors, distances, cache=True),
+                           sample_stride(n, size), n,
+                           lambda at: matcher.distances_at(at, distances))
 
     # ---------------------------------------------------------------------------- map
     def keyframe_map(self) -> ReferenceMap:

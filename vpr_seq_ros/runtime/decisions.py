@@ -2,8 +2,8 @@
 
 * :func:`top_candidates`: the top-K finite distances, best first, each with a distinctiveness
   score (standard deviations below the mean distance over the anchors, estimated from a fixed
-  sample of them and the best ones, :mod:`vpr_seq_ros.matching.score`) and the reference's
-  stamp and pose;
+  sample of them and the dip around the best, :mod:`vpr_seq_ros.matching.score`) and the
+  reference's stamp and pose;
 * :func:`place_hypothesis`: localization, one :class:`PlaceHypothesis` per keyframe whose
   window is full;
 * :class:`LoopClosureDecider`: slam. Recent keyframes are never candidates (the last
@@ -26,7 +26,7 @@ import numpy as np
 from vpr_seq_ros.calibration import Calibration
 from vpr_seq_ros.config import LoopClosureConfig
 from vpr_seq_ros.conversions import NS_PER_S
-from vpr_seq_ros.matching.score import STRATUM, ScoreSample, best_anchors, distinctiveness
+from vpr_seq_ros.matching.score import ScoreSample, best_anchors, distinctiveness
 from vpr_seq_ros.runtime.outputs import Candidate, LoopClosure, PlaceHypothesis
 from vpr_seq_ros.runtime.store import KeyframeStore, ReferenceStore
 from vpr_seq_ros.types import Pose
@@ -45,12 +45,10 @@ def top_candidates(distances: np.ndarray, top_k: int, stamps_ns: np.ndarray,
         sample: the score's sample of these distances (excluded anchors inf).
         calibration: maps each candidate's score (or distance) to the probability it is right.
     """
-    ranked = best_anchors(distances, max(top_k, STRATUM))
-    if not len(ranked):
+    top = best_anchors(distances, top_k)
+    if not len(top):
         return ()
-    top = ranked[:top_k]
-    best = ranked[:STRATUM]
-    scores = sample.scores(distances[top], best, distances[best])
+    scores = sample.scores(distances[top], int(top[0]))
     confidence = np.full(len(top), np.nan) if calibration is None else \
         calibration(scores if calibration.feature == 'score' else distances[top])
     return tuple(

@@ -118,11 +118,14 @@ class WindowIndexStream(StreamingMatcher):
         out[idx[found]] = dist[found]
         return out
 
-    def distances_at(self, anchors: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    def distances_at(self, anchors: np.ndarray, distances: np.ndarray,
+                     cache: bool = False) -> np.ndarray:
         """Exact distances of the last full window at ``anchors``, computed there (the
-        index found only candidates); the anchors' rows are cached on first use."""
+        index found only candidates); with ``cache`` the anchors' rows are kept."""
         if self._window is None or self._sample_search is None:
             return super().distances_at(anchors, distances)
+        if not cache:
+            return self._sample_search(anchors)(self._window)
         if self._sampled is None or not np.array_equal(self._sampled[0], anchors):
             self._sampled = (np.array(anchors, np.int64), self._sample_search(anchors))
         return self._sampled[1](self._window)

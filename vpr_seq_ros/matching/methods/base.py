@@ -221,13 +221,16 @@ class StreamingMatcher(ABC):
     def appended(self) -> None:  # noqa: B027 - optional hook
         """The store just appended the last pushed keyframe (growing stores only)."""
 
-    def distances_at(self, anchors: np.ndarray, distances: np.ndarray) -> np.ndarray:
-        """The last full window's exact distances at ``anchors`` (the score's sample,
-        :mod:`vpr_seq_ros.matching.score`).
+    def distances_at(self, anchors: np.ndarray, distances: np.ndarray,
+                     cache: bool = False) -> np.ndarray:
+        """The last full window's exact distances at ``anchors`` (the score's sample, and the
+        dip around the best anchor: :mod:`vpr_seq_ros.matching.score`).
 
         Args:
             anchors: ``(k,)`` anchors.
             distances: ``(N,)`` what the last :meth:`push` returned.
+            cache: the same anchors will be asked for at every keyframe (the sample): an
+                approximate matcher keeps what it needs for them.
 
         Returns:
             ``(k,)`` float64 distances. Default: read from ``distances``, which an exact
