@@ -318,3 +318,30 @@ def test_replay_equals_evaluate_and_the_recorded_matrix_scores(tmp_path):
         np.testing.assert_array_equal([b.ref_index for b in best], top[top >= 0])
         expected = recorded_scores(batch.matrix, top, sample)
         np.testing.assert_allclose([b.score for b in best], expected[top >= 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize('method', ['single', 'seqgem', 'seqmatch'])
+def test_every_method_computes_exact_distances_at_any_anchors(method):
+    """What an approximate matcher uses for the sample and the dip: a method's distances at
+    chosen anchors equal its exact streaming distances there (segments respected, SeqGeM
+    pooled from the frames when the map stores no sequence descriptors)."""
+    from vpr_seq_ros.matching.methods import build_method
+    from vpr_seq_ros.runtime.store import FixedStore
+    from vpr_seq_ros.refmap import ReferenceMap, make_manifest
+    from vpr_seq_ros.types import EncodedRun
+
+    refs = route(90, 16, seed=7)
+    segments = np.repeat([0, 1, 2], [40, 2, 48])
+    run = EncodedRun(refs, np.arange(90, dtype=np.int64) * 10**8, None, segments)
+    store = FixedStore(ReferenceMap(run, make_manifest({'name': 'npy'}, 4, 'test', 'float32',
+                                                       90, 16)))
+    method_ = build_method(config(method))
+    stream = method_.stream(store)
+    query = route(6, 16, seed=8)
+    for q in query:
+        exact = stream.push(q)
+    window = query[-method_.window_length:]
+    anchors = np.array([0, 2, 3, 5, 39, 40, 41, 42, 44, 45, 60, 89])
+    got = method_.sample_search(store, anchors)(window)
+    np.testing.assert_allclose(got, exact[anchors], rtol=1e-5)
+    assert np.isinf(got).any() == (method != 'single')

@@ -108,20 +108,18 @@ class SeqGem(SequenceMethod):
         from vpr_seq_ros.matching.ann import AnchorDistances, trailing_offsets
 
         anchors = np.asarray(anchors, np.int64)
-        starts, valid = window_starts(np.asarray(references.segments), self.length,
-                                      'trailing')
+        segments, frames = np.asarray(references.segments), references.descriptors
+        taken = anchors[:, None] + trailing_offsets(self.length)  # (A, L), only these read
+        safe = np.clip(taken, 0, max(len(frames) - 1, 0))
+        valid = np.all((taken >= 0) & (segments[safe] == segments[anchors][:, None]), axis=1)
         pre = self.stored(references)
         if pre is not None:
             rows = np.asarray(pre.descriptors[anchors], np.float32)
         else:
-            frames = references.descriptors
-            taken = np.clip(starts[anchors][:, None] + np.arange(self.length), 0,
-                            max(len(frames) - 1, 0))
-            rows = seqgem(np.asarray(frames[taken.reshape(-1)]).reshape(
-                taken.shape + frames.shape[1:]), self.p)
+            rows = seqgem(np.asarray(frames[safe.reshape(-1)]).reshape(
+                safe.shape + frames.shape[1:]), self.p)
         sample = AnchorDistances(rows, np.zeros(len(anchors), np.int64),
-                                 np.arange(len(anchors)), trailing_offsets(1),
-                                 valid=valid[anchors])
+                                 np.arange(len(anchors)), trailing_offsets(1), valid=valid)
         return lambda window: sample(seqgem(window, self.p)[None])
 
     def stream(self, references: References) -> StreamingMatcher:
