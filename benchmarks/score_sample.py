@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument('--quick', action='store_true', help='a smaller route, fewer queries')
     parser.add_argument('--data', help='the shared data folder (../shared/data): adds the '
                         'Nordland real-data table')
+    parser.add_argument('--node', action='store_true', help='adds the node table: approximate '
+                        'seqmatch per keyframe, search and score')
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     n = 20_000 if args.quick else 100_000
@@ -132,6 +134,8 @@ def main() -> None:
 
     if args.data:
         real_data(args.data)
+    if args.node:
+        node_latency(refs, query, length)
 
 
 def report_accuracy(matcher: OnlineSeqMatcher, query: np.ndarray, noise: float,
@@ -156,6 +160,56 @@ def report_accuracy(matcher: OnlineSeqMatcher, query: np.ndarray, noise: float,
               f'{err.mean():.4f} | {err.max():.4f} | '
               f'{np.max(err / np.maximum(full_arr, 1e-9)):.4f} | '
               f'{alone.mean():.4f} / {alone.max():.4f} |')
+
+
+def node_latency(refs: np.ndarray, query: np.ndarray, length: int) -> None:
+    """The node core's matching per keyframe with an IVF-Flat index (seqmatch), split into
+    the candidate search and the score (sample and dip), for two sample sizes."""
+    from vpr_seq_ros.config import load_config
+    from vpr_seq_ros.encoders.identity import IdentityEncoder
+    from vpr_seq_ros.matching.methods import build_method
+    from vpr_seq_ros.matching.methods.approximate import build_index
+    from vpr_seq_ros.refmap import ReferenceMap, make_manifest
+    from vpr_seq_ros.runtime.core import NodeCore
+    from vpr_seq_ros.types import EncodedRun, Frame
+
+    n, dim = refs.shape
+    index = {'matching.index.kind': 'ivf-flat', 'matching.index.nprobe': 16,
+             'matching.index.candidates': 16}
+    base = {'encoder.name': 'npy', 'matching.method': 'seqmatch', 'sequence.length': length,
+            'matching.top_k': 5, **index}
+    run = EncodedRun(refs, np.arange(n, dtype=np.int64) * 10**8, None, np.zeros(n, np.int64))
+    started = time.perf_counter()
+    ann, info = build_index(build_method(load_config(overrides=base)), run,
+                            load_config(overrides=base).matching.index)
+    train = time.perf_counter() - started
+    refmap = ReferenceMap(run, make_manifest({'name': 'npy'}, length, 'bench', 'float16', n,
+                                             dim, index=info),
+                          index=ann.to_bytes(), index_rows=ann.rows)
+    print(f'\nnode: approximate seqmatch (IVF-Flat, nprobe 16, 16 candidates; trained in '
+          f'{train:.0f} s), ms per keyframe over {len(query)} keyframes, map {n:,} x {dim}')
+    print('| matching.score_sample | anchors sampled | p50 matching | p50 of it for the score |')
+    print('|---:|---:|---:|---:|')
+    for size in (1024, 4096):
+        core = NodeCore(load_config(overrides={**base, 'matching.score_sample': size}),
+                        IdentityEncoder(), refmap)
+        total, score = [], []
+        original = core._score_sample
+
+        def timed(distances: np.ndarray, spent: list = score, inner=original):
+            started = time.perf_counter()
+            out = inner(distances)
+            spent.append(time.perf_counter() - started)
+            return out
+
+        core._score_sample = timed  # type: ignore[method-assign]
+        for j, q in enumerate(query):
+            step = core.on_frame(Frame(index=j, stamp_ns=10**10 + j * 10**8, descriptor=q))
+            if step.hypothesis is not None:
+                total.append(step.match_ms)
+        # the sample's rows are cached at the first full window: leave it out
+        print(f'| {size} | {len(sample_anchors(n, size))} | {np.median(total[1:]):.2f} | '
+              f'{1e3 * np.median(score[1:]):.2f} |')
 
 
 def real_data(data: str) -> None:
