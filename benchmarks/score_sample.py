@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from vpr_seq_ros.config import SCORE_SAMPLE
 from vpr_seq_ros.machine import cpu_line
 from vpr_seq_ros.matching.ann import AnchorDistances, trailing_offsets
 from vpr_seq_ros.matching.score import (ScoreSample, best_anchors, distinctiveness,
@@ -63,7 +64,7 @@ def old_full_scan(distances: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 def sampled_scores(distances: np.ndarray, chosen: np.ndarray, best: int) -> np.ndarray:
     """The score now, as the node computes it once it has its top candidates."""
-    return ScoreSample.of(distances, 4096).scores(chosen, best)
+    return ScoreSample.of(distances, SCORE_SAMPLE).scores(chosen, best)
 
 
 def plain_sample_score(distances: np.ndarray, chosen: float, size: int) -> float:
@@ -103,7 +104,7 @@ def main() -> None:
                   f'{ms:.2f} |')
 
     print('\nexact search: ms per keyframe for the score statistics')
-    print('| N | full scan (before) | sample of 4096 (now) |')
+    print(f'| N | full scan (before) | sample of {SCORE_SAMPLE} (now) |')
     print('|---:|---:|---:|')
     for size_n in (100_000, 1_000_000):
         d = rng.random(size_n) + 1.0
