@@ -61,7 +61,7 @@ def sample_stride(n: int, size: int) -> int:
         n: anchors in the map.
         size: S, the most anchors sampled (>= 1).
     """
-    stride = 1
+    stride, size = 1, max(int(size), 1)
     while -(-n // stride) > size:
         stride *= 2
     return stride
