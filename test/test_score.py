@@ -152,8 +152,8 @@ def test_equals_the_full_scan_score_when_the_map_fits_the_sample():
 
 
 def test_a_large_map_is_close_to_the_full_scan_score():
-    """N = 200k distances along a structured route, S = 4096: within the stated error,
-    ``sqrt(1 + z^2 / 2) / sqrt(S / 2)`` (three of it)."""
+    """N = 200k distances along a structured route, S = 4096: within three times the error
+    of a random sample of S/2 from a normal population, ``sqrt(1 + z^2 / 2) / sqrt(S / 2)``."""
     rng = np.random.default_rng(1)
     n = 200_000
     smooth = np.convolve(rng.normal(size=n + 99), np.ones(100) / 10, mode='valid')
