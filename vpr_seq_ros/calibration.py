@@ -9,8 +9,11 @@ match, and whether it was right) and applied to new matches. Two monotone maps:
   likelihood with a tiny ridge so separable data stays finite).
 
 The feature is ``score`` (distinctiveness: standard deviations of the match's distance below the
-mean of its column; P rises with it) or ``distance`` (P falls with it). A calibration is a small
-JSON-able dict (:meth:`Calibration.to_dict`), for a map manifest or a parameter file.
+mean over its column's sampled anchors, exactly as the node publishes it; P rises with it) or
+``distance`` (P falls with it). The score has one definition, :mod:`vpr_seq_ros.matching.score`,
+re-exported here as :func:`distinctiveness` (of a recorded matrix) and :func:`scores_from_stats`.
+A calibration is a small JSON-able dict (:meth:`Calibration.to_dict`), for a map manifest or a
+parameter file.
 
 Quality is measured by the expected calibration error over equal-width confidence bins,
 ``ECE = sum_b (n_b / n) * |accuracy_b - mean confidence_b|``, and the reliability curve (per bin:
@@ -28,6 +31,8 @@ from typing import Any, Literal
 import numpy as np
 
 from vpr_seq_ros.errors import ConfigError, MatchingError
+from vpr_seq_ros.matching.score import column_distinctiveness as distinctiveness
+from vpr_seq_ros.matching.score import scores_from_stats
 
 log = logging.getLogger(__name__)
 
@@ -305,51 +310,6 @@ def reliability(prob: np.ndarray, correct: np.ndarray, bins: int = 10) -> Reliab
 def expected_calibration_error(prob: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
     """``sum_b (n_b / n) * |accuracy_b - mean confidence_b|`` over equal-width bins."""
     return reliability(prob, correct, bins).ece
-
-
-def distinctiveness(matrix: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Match scores of a recorded run: the node's ``score`` for every query column.
-
-    Args:
-        matrix: ``(N, M)`` sequence distances (inf where no window).
-        chosen: ``(M,)`` reference index of each query's match (-1: none).
-
-    Returns:
-        ``(M,)`` float64: ``max((mean - d) / std, 0)`` over the column's finite distances (0 when
-        fewer than two are finite or they are all equal; nan where there is no match).
-    """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    chosen = np.asarray(chosen, dtype=np.int64)
-    out = np.full(matrix.shape[1], np.nan)
-    for j in np.flatnonzero(chosen >= 0):
-        col = matrix[:, j]
-        finite = col[np.isfinite(col)]
-        std = float(finite.std()) if finite.size >= 2 else 0.0
-        out[j] = 0.0 if std <= 0 else max((float(finite.mean()) - col[chosen[j]]) / std, 0.0)
-    return out
-
-
-def scores_from_stats(distance: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """The node's ``score`` from a match distance and its column's statistics.
-
-    Args:
-        distance: ``(M,)`` distance of each query's match (inf: none).
-        mean: ``(M,)`` mean of the column's finite distances (``SeqMatchResult.column_mean``).
-        std: ``(M,)`` population std of them (``SeqMatchResult.column_std``).
-
-    Returns:
-        ``(M,)`` float64 ``max((mean - distance) / std, 0)``: 0 where std is 0 or nan (fewer
-        than two finite distances), nan where there is no match.
-    """
-    d = np.asarray(distance, dtype=np.float64)
-    mean = np.asarray(mean, dtype=np.float64)
-    std = np.asarray(std, dtype=np.float64)
-    usable = np.isfinite(std) & (std > 0)
-    out = np.zeros(d.shape)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        out[usable] = np.maximum((mean[usable] - d[usable]) / std[usable], 0.0)
-    out[~np.isfinite(d)] = np.nan
-    return out
 
 
 def save_calibration(calibration: Calibration, path: str | Path) -> Path:

@@ -24,6 +24,10 @@ from vpr_seq_ros.verification.config import VerificationConfig
 from vpr_seq_ros.matching import method_names
 
 RUNTIMES = ('torch', 'onnx')
+SCORE_SAMPLE = 1024
+"""Default ``matching.score_sample``: the cached rows of an approximate seqmatch's sample
+(about ``4 S L D`` bytes, 16 MiB for L = 10, D = 512) stay in the processor's cache; at 4096
+they do not, and the score costs about ten times as much per keyframe for half the error."""
 DEVICES = ('cpu', 'cuda', 'auto')
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8', 'auto')
 PATCHNORM_NORMALIZE = ('auto', 'l2', 'none')
@@ -286,6 +290,12 @@ class MatchingConfig:
         slope_penalty: constant-speed prior, in standard deviations per unit ``|ln slope|``,
             added to a slope's standardised score (0: none).
         index: nearest-neighbour search over the map (exact, or approximate for large maps).
+        score_sample: S, the most reference anchors sampled (evenly spaced) for the mean and
+            standard deviation behind a match's ``score``; every anchor when the map has at most
+            S, so the score is then the full-scan one. The anchors around the best match are
+            always counted exactly (see ``vpr_seq_ros.matching.score``). Exact and approximate
+            search score alike; approximate search computes the sample's distances, S x L x D
+            work per keyframe (lower S for speed, at an error growing as 1 / sqrt(S)).
     """
 
     method: str = 'seqmatch'
@@ -298,9 +308,11 @@ class MatchingConfig:
     slope_scores: str = 'standardised'
     slope_penalty: float = 3.0
     index: IndexConfig = field(default_factory=IndexConfig)
+    score_sample: int = SCORE_SAMPLE
 
     def __post_init__(self) -> None:
         _choice('matching', 'method', self.method, method_names())
+        _positive('matching', 'score_sample', self.score_sample)
         _choice('matching', 'distance', self.distance, DISTANCES)
         _positive('matching', 'top_k', self.top_k)
         if not self.slopes:

@@ -234,6 +234,80 @@ def sequence_distances_at(refs: np.ndarray, ref_segments: np.ndarray, window: np
     return out
 
 
+CACHE_BYTES = 256 * 2**20
+"""Most bytes of float32 rows :class:`AnchorDistances` keeps; beyond, it gathers per window."""
+
+
+class AnchorDistances:
+    """Exact sequence distances of query windows at a fixed set of anchors, from their
+    reference rows gathered once as float32 (the score's sample of an approximate matcher,
+    :mod:`vpr_seq_ros.matching.score`).
+
+    Per window the work is ``A x S x L`` frame distances over the cached rows (``O(A L D)``
+    for the identity kernel), never the map; the result equals :func:`sequence_distances_at`
+    at the same anchors to float32 rounding. When the rows would take more than
+    :data:`CACHE_BYTES` they are gathered from ``refs`` for every window instead.
+
+    Args:
+        refs: ``(N, D)`` reference rows (float32, float16 or memory-mapped).
+        ref_segments: ``(N,)`` segment ids.
+        anchors: ``(A,)`` anchors.
+        offsets: ``(S, L)`` reference offsets per kernel (:func:`trailing_offsets`).
+        metric: ``euclidean`` or ``sad``.
+        valid: ``(N,)`` bool, the rows that may be used (None: all); an anchor that needs
+            another row has infinite distance.
+    """
+
+    def __init__(self, refs: np.ndarray, ref_segments: np.ndarray, anchors: np.ndarray,
+                 offsets: np.ndarray, metric: str = 'euclidean',
+                 valid: np.ndarray | None = None) -> None:
+        if metric not in ('euclidean', 'sad'):
+            raise MatchingError(f'unknown frame distance {metric!r}; use euclidean or sad')
+        self.anchors = np.asarray(anchors, np.int64)
+        self.offsets = np.asarray(offsets, np.int64)
+        self.metric = metric
+        self._refs, self._segments = refs, np.asarray(ref_segments)
+        n, dim = refs.shape
+        kernels, length = self.offsets.shape
+        rows = self.anchors[:, None, None] + self.offsets[None]  # (A, S, L)
+        inside = (rows >= 0) & (rows < n)
+        safe = np.clip(rows, 0, max(n - 1, 0))
+        usable = inside & (self._segments[safe] == self._segments[self.anchors][:, None, None])
+        if valid is not None:
+            usable &= np.asarray(valid, bool)[safe]
+        self._fits = np.all(usable, axis=2).T  # (S, A)
+        self._rows: np.ndarray | None = None
+        if valid is not None or safe.size * dim * 4 <= CACHE_BYTES:
+            order = safe.transpose(1, 2, 0).reshape(-1)  # kernel, window frame, anchor
+            self._rows = np.asarray(refs[order], np.float32).reshape(
+                kernels * length, len(self.anchors), dim)
+            self._sq = np.einsum('kad,kad->ka', self._rows, self._rows, dtype=np.float64)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cached rows (0 when they are gathered per window)."""
+        return 0 if self._rows is None else int(self._rows.nbytes + self._sq.nbytes)
+
+    def __call__(self, window: np.ndarray) -> np.ndarray:
+        """``(L, D)`` query window, oldest first -> ``(A,)`` float64 distances (inf where no
+        kernel fits)."""
+        if self._rows is None:
+            return sequence_distances_at(self._refs, self._segments, window, self.anchors,
+                                         self.offsets, self.metric)
+        kernels, length = self.offsets.shape
+        tiled = np.tile(np.asarray(window, np.float32), (kernels, 1))  # (S * L, D)
+        if self.metric == 'euclidean':
+            # einsum, not BLAS: single-threaded, so a busy second core cannot stall it
+            dots = np.einsum('kad,kd->ka', self._rows, tiled)
+            sq = self._sq - 2.0 * dots + np.einsum('kd,kd->k', tiled, tiled)[:, None]
+            frame = np.sqrt(np.maximum(sq, 0.0))  # (S * L, A)
+        else:
+            frame = np.stack([np.abs(rows - w).sum(axis=1)
+                              for rows, w in zip(self._rows, tiled)]).astype(np.float64)
+        seq = frame.reshape(kernels, length, -1).mean(axis=1)
+        return np.where(self._fits, seq, np.inf).min(axis=0)
+
+
 def candidate_search(index: AnnIndex, refs: np.ndarray, ref_segments: np.ndarray,
                      window: np.ndarray, offsets: np.ndarray, candidates: int, k: int,
                      metric: str = 'euclidean') -> tuple[np.ndarray, np.ndarray]:
@@ -254,5 +328,5 @@ def candidate_search(index: AnnIndex, refs: np.ndarray, ref_segments: np.ndarray
     return idx, out
 
 
-__all__ = ['INDEX_KINDS', 'AnnIndex', 'auto_nlist', 'candidate_anchors',
-           'candidate_search', 'sequence_distances_at', 'trailing_offsets']
+__all__ = ['CACHE_BYTES', 'INDEX_KINDS', 'AnchorDistances', 'AnnIndex', 'auto_nlist',
+           'candidate_anchors', 'candidate_search', 'sequence_distances_at', 'trailing_offsets']

@@ -46,6 +46,7 @@ from vpr_seq_ros.conversions import PathLength
 from vpr_seq_ros.encoders import FrameEncoder, build_encoder
 from vpr_seq_ros.errors import ConfigError, MapError
 from vpr_seq_ros.matching.methods import SequenceMethod, StreamingMatcher, build_method
+from vpr_seq_ros.matching.score import ScoreSample, sample_anchors, sample_stride
 from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
 from vpr_seq_ros.runtime.decisions import LoopClosureDecider, QueryKeyframe, place_hypothesis
 from vpr_seq_ros.runtime.outputs import Diagnostics, LoopClosure, PlaceHypothesis, StepResult
@@ -280,7 +281,7 @@ class NodeCore:
                 return None, ()
             return place_hypothesis(self._keyframe_index, frame.stamp_ns, distances,
                                     self.store, self.cfg.matching.top_k,
-                                    self.calibration), ()
+                                    self._score_sample(distances), self.calibration), ()
         decision: Decision = (None, ())
         if self.verification is not None:
             self.verification.add_keyframe(self._keyframe_index, frame.image)
@@ -289,7 +290,7 @@ class NodeCore:
                                   self._path.total_m if self._odom_pose is not None else None)
             decision = self._decider.step(distances, self.store, query,
                                           self.cfg.node.loop_closure, self.cfg.matching.top_k,
-                                          self.calibration)
+                                          self._score_sample(distances), self.calibration)
             if self.verification is not None and decision[1]:
                 assert decision[0] is not None
                 for closure in decision[1]:
@@ -302,6 +303,18 @@ class NodeCore:
         else:
             self.diagnostics.keyframes_not_stored += 1
         return decision
+
+    def _score_sample(self, distances: np.ndarray) -> ScoreSample:
+        """The score's sample for this keyframe: fixed anchors of those now in the store and
+        their exact distances from the matcher (read off an exact scan, computed there by an
+        approximate one), which also gives those of the dip around the best anchor."""
+        assert self.matcher is not None
+        matcher = self.matcher
+        n, size = len(distances), self.cfg.matching.score_sample
+        anchors = sample_anchors(n, size)
+        return ScoreSample(anchors, matcher.distances_at(anchors, distances, cache=True),
+                           sample_stride(n, size), n,
+                           lambda at: matcher.distances_at(at, distances))
 
     # ---------------------------------------------------------------------------- map
     def keyframe_map(self) -> ReferenceMap:

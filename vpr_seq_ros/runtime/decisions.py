@@ -1,7 +1,9 @@
 """Decisions: from the distances of every reference anchor to what the node publishes.
 
 * :func:`top_candidates`: the top-K finite distances, best first, each with a distinctiveness
-  score (standard deviations below the mean distance) and the reference's stamp and pose;
+  score (standard deviations below the mean distance over the anchors, estimated from a fixed
+  sample of them and the dip around the best, :mod:`vpr_seq_ros.matching.score`) and the
+  reference's stamp and pose;
 * :func:`place_hypothesis`: localization, one :class:`PlaceHypothesis` per keyframe whose
   window is full;
 * :class:`LoopClosureDecider`: slam. Recent keyframes are never candidates (the last
@@ -24,32 +26,14 @@ import numpy as np
 from vpr_seq_ros.calibration import Calibration
 from vpr_seq_ros.config import LoopClosureConfig
 from vpr_seq_ros.conversions import NS_PER_S
+from vpr_seq_ros.matching.score import ScoreSample, best_anchors, distinctiveness
 from vpr_seq_ros.runtime.outputs import Candidate, LoopClosure, PlaceHypothesis
 from vpr_seq_ros.runtime.store import KeyframeStore, ReferenceStore
 from vpr_seq_ros.types import Pose
 
 
-def distinctiveness(distances: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Scores of chosen distances: standard deviations below the mean of all finite ones.
-
-    Args:
-        distances: ``(N,)`` distances of every reference anchor (inf: no window / excluded).
-        chosen: ``(K,)`` distances to score.
-
-    Returns:
-        ``(K,)`` float64 scores, >= 0 (0 when fewer than two distances are finite).
-    """
-    finite = distances[np.isfinite(distances)]
-    if finite.size < 2:
-        return np.zeros(len(chosen))
-    std = float(finite.std())
-    if std <= 0:
-        return np.zeros(len(chosen))
-    return np.maximum((float(finite.mean()) - chosen) / std, 0.0)
-
-
 def top_candidates(distances: np.ndarray, top_k: int, stamps_ns: np.ndarray,
-                   poses: np.ndarray | None,
+                   poses: np.ndarray | None, sample: ScoreSample,
                    calibration: Calibration | None = None) -> tuple[Candidate, ...]:
     """The ``top_k`` smallest finite distances, best first (ties: lower index first).
 
@@ -58,15 +42,13 @@ def top_candidates(distances: np.ndarray, top_k: int, stamps_ns: np.ndarray,
         top_k: K.
         stamps_ns: ``(N,)`` reference stamps.
         poses: ``(N, 4)`` reference poses (a candidate gets one when its row is finite).
+        sample: the score's sample of these distances (excluded anchors inf).
         calibration: maps each candidate's score (or distance) to the probability it is right.
     """
-    finite = np.flatnonzero(np.isfinite(distances))
-    if not len(finite):
+    top = best_anchors(distances, top_k)
+    if not len(top):
         return ()
-    k = min(top_k, len(finite))
-    top = finite[np.argpartition(distances[finite], k - 1)[:k]]
-    top = top[np.argsort(distances[top], kind='stable')]
-    scores = distinctiveness(distances, distances[top])
+    scores = sample.scores(distances[top], int(top[0]))
     confidence = np.full(len(top), np.nan) if calibration is None else \
         calibration(scores if calibration.feature == 'score' else distances[top])
     return tuple(
@@ -77,12 +59,12 @@ def top_candidates(distances: np.ndarray, top_k: int, stamps_ns: np.ndarray,
 
 
 def place_hypothesis(query_index: int, stamp_ns: int, distances: np.ndarray,
-                     store: ReferenceStore, top_k: int,
+                     store: ReferenceStore, top_k: int, sample: ScoreSample,
                      calibration: Calibration | None = None) -> PlaceHypothesis:
     """Localization: the top-K places of a keyframe against the store."""
     return PlaceHypothesis(query_index, stamp_ns,
                            top_candidates(distances, top_k, store.stamps_ns, store.poses,
-                                          calibration))
+                                          sample, calibration))
 
 
 @dataclass(frozen=True)
@@ -133,7 +115,8 @@ class LoopClosureDecider:
         self.streak, self.last_match = 0, None
 
     def step(self, distances: np.ndarray, store: KeyframeStore, query: QueryKeyframe,
-             lc: LoopClosureConfig, top_k: int, calibration: Calibration | None = None
+             lc: LoopClosureConfig, top_k: int, sample: ScoreSample,
+             calibration: Calibration | None = None
              ) -> tuple[PlaceHypothesis, tuple[LoopClosure, ...]]:
         """Decide on one keyframe.
 
@@ -143,17 +126,20 @@ class LoopClosureDecider:
             query: the keyframe being decided on.
             lc: loop-closure parameters.
             top_k: candidates in the hypothesis.
+            sample: the score's sample of ``distances`` (recent keyframes are excluded from
+                it here, as from the candidates).
             calibration: the score-to-probability map (``min_confidence`` needs it).
 
         Returns:
             The hypothesis (recent keyframes excluded) and zero or one loop closure.
         """
         n = len(distances)
-        masked = distances.copy()
-        masked[excluded_recent(store, query, lc, n)] = np.inf
+        excluded = excluded_recent(store, query, lc, n)
+        masked = np.where(excluded, np.inf, distances)
         poses = store.poses
         candidates = top_candidates(masked, top_k, store.stamps_ns[:n],
-                                    None if poses is None else poses[:n], calibration)
+                                    None if poses is None else poses[:n],
+                                    sample.without(excluded), calibration)
         hypothesis = PlaceHypothesis(query.index, query.stamp_ns, candidates)
         best = hypothesis.best
         if best is None or (lc.max_distance > 0 and best.distance > lc.max_distance) or \

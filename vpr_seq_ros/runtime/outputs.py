@@ -21,7 +21,9 @@ class Candidate:
         ref_stamp_ns: its stamp.
         distance: sequence distance (lower is better; the method's units).
         score: distinctiveness of the match: how many standard deviations its distance lies
-            below the mean distance over all reference anchors (higher is better, >= 0).
+            below the mean distance over the reference anchors, estimated from a fixed sample
+            of them (``matching.score_sample``; exact on maps no larger than it; see
+            :mod:`vpr_seq_ros.matching.score`). Higher is better, >= 0.
         pose: the reference pose, when the map has poses.
         confidence: calibrated probability that the match is right (``node.calibration``),
             NaN without a calibration.

@@ -4,7 +4,10 @@ matcher that asks it instead of scanning the map.
 Each method says what its index holds (:meth:`SequenceMethod.index_vectors`) and how a query
 window becomes a search (:meth:`SequenceMethod.window_search`); this module trains and stores
 the index, and streams windows through it. The streaming distances are a map-sized vector that
-is finite only at the candidates found, so the decisions downstream stay the same.
+is finite only at the candidates found, so the decisions downstream stay the same. For the
+published score the matcher also computes the exact distances of each window at the score's
+fixed sample of anchors (:mod:`vpr_seq_ros.matching.score`, via
+:meth:`SequenceMethod.sample_search`), so the score is the one exact search gives.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from vpr_seq_ros.types import EncodedRun
 
 WindowSearch = Callable[[np.ndarray], 'tuple[np.ndarray, np.ndarray]']
 """``(L, D)`` window -> ``(k,)`` reference anchors (-1: none) and distances (inf)."""
+
+SampleSearch = Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]]
+"""``(k,)`` anchors -> (``(L, D)`` window -> ``(k,)`` exact distances there)."""
 
 
 class _RunReferences:
@@ -82,11 +88,17 @@ class WindowIndexStream(StreamingMatcher):
         num_refs: N, the length of the distance vector returned.
         length: L.
         search: what the method does with a full window.
+        sample_search: builds, for fixed anchors, the exact distances of a window there
+            (the score's sample; built once, on first use).
     """
 
-    def __init__(self, num_refs: int, length: int, search: WindowSearch) -> None:
+    def __init__(self, num_refs: int, length: int, search: WindowSearch,
+                 sample_search: SampleSearch | None = None) -> None:
         self.num_refs, self.search = num_refs, search
         self._buffer = WindowBuffer(length)
+        self._sample_search = sample_search
+        self._sampled: tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None = None
+        self._window: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -94,9 +106,10 @@ class WindowIndexStream(StreamingMatcher):
 
     def reset(self) -> None:
         self._buffer.clear()
+        self._window = None
 
     def push(self, descriptor: np.ndarray, segment: int = 0) -> np.ndarray | None:
-        window = self._buffer.push(descriptor, segment)
+        window = self._window = self._buffer.push(descriptor, segment)
         if window is None:
             return None
         idx, dist = self.search(window)
@@ -105,13 +118,26 @@ class WindowIndexStream(StreamingMatcher):
         out[idx[found]] = dist[found]
         return out
 
+    def distances_at(self, anchors: np.ndarray, distances: np.ndarray,
+                     cache: bool = False) -> np.ndarray:
+        """Exact distances of the last full window at ``anchors``, computed there (the
+        index found only candidates); with ``cache`` the anchors' rows are kept."""
+        if self._window is None or self._sample_search is None:
+            return super().distances_at(anchors, distances)
+        if not cache:
+            return self._sample_search(anchors)(self._window)
+        if self._sampled is None or not np.array_equal(self._sampled[0], anchors):
+            self._sampled = (np.array(anchors, np.int64), self._sample_search(anchors))
+        return self._sampled[1](self._window)
+
 
 def approximate_stream(method: SequenceMethod, references: References, ann: AnnIndex,
                        cfg: IndexConfig, top_k: int) -> StreamingMatcher:
     """The streaming matcher of ``method`` over an approximate index."""
     k = max(cfg.candidates, top_k)
     return WindowIndexStream(len(references), method.window_length,
-                             method.window_search(references, ann, cfg.candidates, k))
+                             method.window_search(references, ann, cfg.candidates, k),
+                             lambda anchors: method.sample_search(references, anchors))
 
 
 __all__ = ['WindowIndexStream', 'approximate_stream', 'build_index', 'load_index']

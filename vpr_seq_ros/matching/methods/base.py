@@ -221,6 +221,23 @@ class StreamingMatcher(ABC):
     def appended(self) -> None:  # noqa: B027 - optional hook
         """The store just appended the last pushed keyframe (growing stores only)."""
 
+    def distances_at(self, anchors: np.ndarray, distances: np.ndarray,
+                     cache: bool = False) -> np.ndarray:
+        """The last full window's exact distances at ``anchors`` (the score's sample, and the
+        dip around the best anchor: :mod:`vpr_seq_ros.matching.score`).
+
+        Args:
+            anchors: ``(k,)`` anchors.
+            distances: ``(N,)`` what the last :meth:`push` returned.
+            cache: the same anchors will be asked for at every keyframe (the sample): an
+                approximate matcher keeps what it needs for them.
+
+        Returns:
+            ``(k,)`` float64 distances. Default: read from ``distances``, which an exact
+            matcher computed for every anchor; an approximate matcher computes them.
+        """
+        return np.asarray(distances, np.float64)[anchors]
+
 
 class SequenceMethod(ABC):
     """A sequence-matching method: one plugin per method, registered in
@@ -288,6 +305,18 @@ class SequenceMethod(ABC):
                       k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """How a full ``(L, D)`` query window is searched through an approximate index
         (:class:`vpr_seq_ros.matching.ann.AnnIndex`): returns ``(k,)`` anchors and distances.
+
+        Raises:
+            MatchingError: the method (or these settings) has no approximate search.
+        """
+        raise MatchingError(f'{self.name} has no approximate search; use '
+                            'matching.index.kind = exact')
+
+    def sample_search(self, references: References, anchors: np.ndarray
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+        """How an approximate matcher gets the exact distances of a full ``(L, D)`` query
+        window at fixed ``(k,)`` anchors (the score's sample): returns ``(k,)`` float64
+        distances, inf where an anchor has no window. Needed with :meth:`window_search`.
 
         Raises:
             MatchingError: the method (or these settings) has no approximate search.

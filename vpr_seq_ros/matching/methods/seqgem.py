@@ -101,6 +101,27 @@ class SeqGem(SequenceMethod):
 
         return search
 
+    def sample_search(self, references: References, anchors: np.ndarray
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+        """L2 distances of the window's SeqGeM descriptor to the anchors' (the map's stored
+        ones when they fit, else pooled from the anchors' frames; inf without a window)."""
+        from vpr_seq_ros.matching.ann import AnchorDistances, trailing_offsets
+
+        anchors = np.asarray(anchors, np.int64)
+        segments, frames = np.asarray(references.segments), references.descriptors
+        taken = anchors[:, None] + trailing_offsets(self.length)  # (A, L), only these read
+        safe = np.clip(taken, 0, max(len(frames) - 1, 0))
+        valid = np.all((taken >= 0) & (segments[safe] == segments[anchors][:, None]), axis=1)
+        pre = self.stored(references)
+        if pre is not None:
+            rows = np.asarray(pre.descriptors[anchors], np.float32)
+        else:
+            rows = seqgem(np.asarray(frames[safe.reshape(-1)]).reshape(
+                safe.shape + frames.shape[1:]), self.p)
+        sample = AnchorDistances(rows, np.zeros(len(anchors), np.int64),
+                                 np.arange(len(anchors)), trailing_offsets(1), valid=valid)
+        return lambda window: sample(seqgem(window, self.p)[None])
+
     def stream(self, references: References) -> StreamingMatcher:
         return SeqGemStream(references, self.length, self.p, self.stored(references))
 

@@ -109,17 +109,21 @@ class SeqMatch(SequenceMethod):
     def stream(self, references: References) -> StreamingMatcher:
         return OnlineStream(references, self.settings)
 
+    def _check_approximate(self) -> SeqMatchSettings:
+        s = self.settings
+        if tuple(s.slopes) != (1.0,) or s.contrast_window:
+            raise MatchingError('approximate seqmatch uses the identity kernel without '
+                                'contrast enhancement: set matching.slopes = [1.0] and no '
+                                'matching.contrast, or matching.index.kind = exact')
+        return s
+
     def window_search(self, references: References, ann: Any, candidates: int,
                       k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Candidate anchors from the index, exact sequence distances along their diagonals
         (:func:`vpr_seq_ros.matching.ann.candidate_search`)."""
         from vpr_seq_ros.matching.ann import candidate_search, trailing_offsets
 
-        s = self.settings
-        if tuple(s.slopes) != (1.0,) or s.contrast_window:
-            raise MatchingError('approximate seqmatch uses the identity kernel without '
-                                'contrast enhancement: set matching.slopes = [1.0] and no '
-                                'matching.contrast, or matching.index.kind = exact')
+        s = self._check_approximate()
         offsets = trailing_offsets(s.length)
         refs, segments = references.descriptors, np.asarray(references.segments)
 
@@ -128,6 +132,16 @@ class SeqMatch(SequenceMethod):
                                     s.metric)
 
         return search
+
+    def sample_search(self, references: References, anchors: np.ndarray
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+        """Exact sequence distances along the anchors' diagonals, from their rows cached as
+        float32 (:class:`vpr_seq_ros.matching.ann.AnchorDistances`)."""
+        from vpr_seq_ros.matching.ann import AnchorDistances, trailing_offsets
+
+        s = self._check_approximate()
+        return AnchorDistances(references.descriptors, np.asarray(references.segments),
+                               anchors, trailing_offsets(s.length), s.metric)
 
 
 __all__ = ['OnlineStream', 'SeqMatch', 'seqmatch_settings']

@@ -65,18 +65,30 @@ class SingleFrame(SequenceMethod):
     def stream(self, references: References) -> StreamingMatcher:
         return OnlineStream(references, self.settings)
 
-    def window_search(self, references: References, ann: Any, candidates: int,
-                      k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def _check_approximate(self) -> None:
         if self.settings.metric != 'euclidean' or self.settings.contrast_window:
             raise MatchingError('approximate search of single frames is Euclidean without '
                                 'contrast enhancement: use matching.distance = euclidean and '
                                 'no matching.contrast, or matching.index.kind = exact')
+
+    def window_search(self, references: References, ann: Any, candidates: int,
+                      k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        self._check_approximate()
 
         def search(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             idx, dist = ann.search(window[-1:], k)
             return idx[0], dist[0]
 
         return search
+
+    def sample_search(self, references: References, anchors: np.ndarray
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+        """Euclidean distances of the window's frame to the anchors' frames (cached)."""
+        from vpr_seq_ros.matching.ann import AnchorDistances, trailing_offsets
+
+        self._check_approximate()
+        return AnchorDistances(references.descriptors, np.asarray(references.segments),
+                               anchors, trailing_offsets(1))
 
 
 __all__ = ['SingleFrame']
