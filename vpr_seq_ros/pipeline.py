@@ -256,7 +256,7 @@ def map_frame_features(source: FrameSource, run: EncodedRun, cfg: Config
 
     The source is read a second time (frames in the same order as the encoded run); the
     features are held in memory until the map is written (ORB with 1000 keypoints: about
-    34 kB per frame).
+    36 kB per frame).
 
     Args:
         source: the mapping run (an image source).

@@ -125,8 +125,11 @@ class NodeCore:
         from vpr_seq_ros.verification.worker import VerificationStage
 
         vcfg = cfg.node.verification
-        return VerificationGate(VerificationStage(vcfg, None, threaded=threaded),
-                                vcfg.candidates)
+        stage_cfg = vcfg  # with tracks, the stage accepts from the weak bar; the gate decides
+        if vcfg.tracking:
+            stage_cfg = dataclasses.replace(vcfg, min_inliers=vcfg.track_min_inliers)
+        return VerificationGate(VerificationStage(stage_cfg, None, threaded=threaded),
+                                vcfg.candidates, vcfg)
 
     def _hypothesis_gate(self, cfg: Config, threaded: bool) -> HypothesisGate:
         """Verification of localization hypotheses against the map's stored features.
@@ -306,8 +309,9 @@ class NodeCore:
         (at once in replay, on the worker live); attach the verdict when it is already in."""
         gate = self.hypothesis_verification
         assert gate is not None
-        if gate.add_keyframe(self._keyframe_index, frame.image) and hypothesis is not None:
-            gate.submit(hypothesis)
+        if hypothesis is not None and hypothesis.candidates and \
+                gate.add_keyframe(self._keyframe_index, frame.image):
+            gate.submit(hypothesis)  # only keyframes with a hypothesis need features
         checks = gate.collect()
         self.diagnostics.extra.update(gate.stage.diagnostics())  # verification.* counters
         if hypothesis is not None:

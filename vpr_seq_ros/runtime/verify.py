@@ -58,14 +58,30 @@ class _Group:
 class VerificationGate:
     """Holds appearance closures until their candidates are verified.
 
+    **Tracks** (``node.verification.track_min_inliers`` > 0): the stage then accepts
+    candidates from ``track_min_inliers`` inliers (the weak bar), and the gate publishes a
+    candidate when it has ``min_inliers`` (the strong bar) or when it continues a track: its
+    keyframe offset (query index - match index) lies within ``track_tolerance`` of the offset
+    of a closure published in the last ``track_window`` keyframes. Only published closures
+    make tracks, so a run of weak, mutually consistent false closures cannot start one.
+
     Args:
-        stage: a :class:`vpr_seq_ros.verification.worker.VerificationStage`.
+        stage: a :class:`vpr_seq_ros.verification.worker.VerificationStage` (with tracks, one
+            whose ``min_inliers`` is the weak bar).
         top_k: candidates of the hypothesis tried per closure.
+        cfg: the ``node.verification`` section (``min_inliers`` and the track settings;
+            default: the stage's).
     """
 
-    def __init__(self, stage: Any, top_k: int = 5) -> None:
+    def __init__(self, stage: Any, top_k: int = 5, cfg: Any = None) -> None:
         self.stage = stage
         self.top_k = max(1, int(top_k))
+        cfg = stage.cfg if cfg is None else cfg
+        self.min_inliers = int(cfg.min_inliers)
+        self.tracking = bool(cfg.tracking)
+        self.track_window = int(cfg.track_window)
+        self.track_tolerance = int(cfg.track_tolerance)
+        self._track: list[tuple[int, int]] = []  # (query, match) of recent published closures
         self._groups: dict[int, _Group] = {}
         self._next = 0
         self.submitted = 0
@@ -130,18 +146,46 @@ class VerificationGate:
                 continue
             del self._groups[key]
             ordered = [group.results[r] for r in sorted(group.results)]
-            passed = [r for r in ordered if r.accepted]
+            passed = [r for r in ordered if self._passes(r)]
             if passed:
                 best = passed[0]
                 verified.append(dataclasses.replace(
                     group.closure, match_index=best.request.match_index,
                     match_stamp_ns=best.request.match_stamp_ns,
                     verification=best.verification))
+                self._remember(best.request.query_index, best.request.match_index)
             else:
                 rejected.append(Rejected(
-                    group.closure, tuple(r.verification.reason.value for r in ordered),
+                    group.closure, tuple(self._reason(r) for r in ordered),
                     tuple(int(r.verification.num_inliers) for r in ordered)))
         return tuple(verified), tuple(rejected)
+
+    def _passes(self, result: Any) -> bool:
+        """Accepted by the stage, and strong enough or continuing a track."""
+        if not result.accepted:
+            return False
+        if not self.tracking or result.verification.num_inliers >= self.min_inliers:
+            return True
+        return self.on_track(result.request.query_index, result.request.match_index)
+
+    def _reason(self, result: Any) -> str:
+        if result.accepted:  # passed the weak bar only, off every track
+            return 'weak_off_track'
+        return str(result.verification.reason.value)
+
+    def on_track(self, query_index: int, match_index: int) -> bool:
+        """Whether ``(query, match)`` continues a closure published in the last
+        ``track_window`` keyframes (offset within ``track_tolerance`` keyframes)."""
+        offset = query_index - match_index
+        return any(0 < query_index - q <= self.track_window and
+                   abs(offset - (q - m)) <= self.track_tolerance for q, m in self._track)
+
+    def _remember(self, query_index: int, match_index: int) -> None:
+        if not self.tracking:
+            return
+        self._track.append((query_index, match_index))
+        self._track = [(q, m) for q, m in self._track
+                       if query_index - q < self.track_window]
 
     @property
     def pending(self) -> int:

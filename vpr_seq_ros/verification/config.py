@@ -69,9 +69,19 @@ class VerificationConfig:
         camera_cy: principal point y, pixels.
         candidates: candidates of a loop closure's hypothesis verified, best appearance first;
             the first that passes is published.
+        track_min_inliers: loop closures: RANSAC inliers that are enough for a candidate that
+            continues a verified track, i.e. whose keyframe offset (query index - match index)
+            is within ``track_tolerance`` of that of a closure published in the last
+            ``track_window`` keyframes; a closure that starts a track needs ``min_inliers``.
+            The robot moves continuously, so during a revisit the offset changes slowly, while
+            a false closure (an aliased place) jumps off the track. 0: off (every closure
+            needs ``min_inliers``); otherwise between 5 and ``min_inliers``.
+        track_window: keyframes back in which a published closure makes a track (>= 1).
+        track_tolerance: keyframes the offset of a continuing closure may differ from the
+            track's (>= 0; keep it within the place radius you count as the same place).
         map_features: ``build-map`` stores each map frame's local features (``feature``,
             ``max_features``, ``max_image_width`` of this section) in the map, so localization
-            against it can verify its hypotheses (ORB, 1000 keypoints: about 34 kB per frame).
+            against it can verify its hypotheses (ORB, 1000 keypoints: about 36 kB per frame).
     """
 
     enabled: bool = False
@@ -98,6 +108,9 @@ class VerificationConfig:
     camera_cx: float = 0.0
     camera_cy: float = 0.0
     candidates: int = 5
+    track_min_inliers: int = 0
+    track_window: int = 10
+    track_tolerance: int = 2
     map_features: bool = False
 
     def __post_init__(self) -> None:
@@ -128,10 +141,20 @@ class VerificationConfig:
                '>= 0 and below max_keyframes')
         _check('max_index_offset', self.max_index_offset >= 0, self.max_index_offset, '>= 0')
         _check('candidates', self.candidates >= 1, self.candidates, '>= 1')
+        _check('track_min_inliers', self.track_min_inliers == 0 or
+               5 <= self.track_min_inliers <= self.min_inliers, self.track_min_inliers,
+               '0 (off) or between 5 and min_inliers')
+        _check('track_window', self.track_window >= 1, self.track_window, '>= 1')
+        _check('track_tolerance', self.track_tolerance >= 0, self.track_tolerance, '>= 0')
         focal = (self.camera_fx, self.camera_fy)
         if min(focal) < 0 or (max(focal) > 0 and min(focal) == 0):
             raise ConfigError(f'{_SECTION}.camera_fx and camera_fy must both be > 0 (or both 0: '
                               f'intrinsics from CameraInfo), got {focal}')
+
+    @property
+    def tracking(self) -> bool:
+        """Whether closures that continue a verified track need only ``track_min_inliers``."""
+        return self.track_min_inliers > 0
 
     @property
     def has_intrinsics(self) -> bool:

@@ -78,6 +78,9 @@ class Reason(str, enum.Enum):
     MISSING_FEATURES = 'missing_features'
     INCOMPATIBLE = 'incompatible_features'
     DROPPED = 'dropped_from_queue'
+    OFF_TRACK = 'weak_off_track'
+    """Enough inliers for a closure continuing a verified track, not for one starting a
+    track (``track_min_inliers``), and not on a track."""
 
 
 class Model(str, enum.Enum):
