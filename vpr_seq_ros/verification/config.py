@@ -42,13 +42,17 @@ class VerificationConfig:
             extraction; keypoints are stored in the original image's pixels (0: never resize).
         ratio: Lowe's ratio test: a match is kept when its descriptor distance is below this
             fraction of the second-best distance (0 < ratio < 1).
-        min_matches: ratio-test matches needed to try RANSAC (>= 8).
+        min_matches: ratio-test matches needed to try RANSAC (>= 8; RANSAC is not tried
+            with fewer matches than ``min_inliers`` either).
         min_inliers: RANSAC inliers needed to accept.
         min_inlier_ratio: inliers / ratio-test matches needed to accept (0 to 1).
         ransac_threshold_px: RANSAC epipolar (Sampson) / reprojection threshold in pixels of
             the original image.
         ransac_confidence: RANSAC confidence (0 < c < 1).
-        ransac_max_iters: bound on RANSAC iterations (bounds the cost of hopeless pairs).
+        ransac_max_iters: bound on RANSAC iterations (bounds the cost of hopeless pairs);
+            fewer are run when fewer suffice to find, with ``ransac_confidence``, a model
+            with the inlier ratio acceptance needs (``max(min_inliers / matches,
+            min_inlier_ratio)``).
         min_pnp_inliers: PnP-RANSAC inliers needed for a metric pose when depth is given.
         max_per_second: verification budget: at most this many verifications per second (of
             data time by default), in a burst of at most ``burst`` (0: no budget).
