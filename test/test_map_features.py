@@ -267,6 +267,7 @@ def test_replay_counts_verified_hypotheses(scene_map, tmp_path, capsys):
     common = ['replay', str(query), '--map', str(path), '--mode', 'localization',
               '--radius-m', '1.5', '--no-progress', '--config', str(tmp_path / 'cam.yaml')]
     assert main(common + ['--verify', '--out', str(tmp_path / 'v')]) == 0
+    assert 'verified hypotheses: 6 of 6' in capsys.readouterr().out
     report = json.loads((tmp_path / 'v' / 'report.json').read_text())
     counts = report['hypothesis_verification']
     # the same verdicts as the node core gives
@@ -308,3 +309,20 @@ def test_live_node_verifies_hypotheses_on_a_worker_with_the_same_verdicts(scene_
     assert [c.query_index for c in checks] == list(range(len(QUERIES)))
     assert [(c.ref_index, c.accepted, c.verification.num_inliers) for c in checks] == \
         [(c.ref_index, c.accepted, c.verification.num_inliers) for c in sync]
+
+
+def test_a_slam_map_keeps_the_features_of_its_keyframes(tmp_path):
+    """A map saved in slam mode with verification on holds its keyframes' features, so
+    localization against it can verify."""
+    cfg = map_cfg(**{'node.mode': 'slam', 'node.verification.enabled': True,
+                     'node.verification.map_features': False})
+    core = NodeCore(cfg, build_encoder(cfg.encoder))
+    run_queries(core, QUERIES)
+    refmap = load_map(core.save_map(tmp_path / 'slam.npz'))
+    features = refmap.map_features()
+    assert features.indices.tolist() == list(range(len(QUERIES)))
+    assert refmap.manifest.get('features')['frames'] == len(QUERIES)
+    stored = core.verification.stage.store.get(2)
+    assert np.array_equal(features.get(2).descriptors, stored.descriptors)
+    assert np.array_equal(features.get(2).keypoints, stored.keypoints)
+    localization_core(refmap.path)  # accepted: the map has features

@@ -358,7 +358,10 @@ class NodeCore:
 
     # ---------------------------------------------------------------------------- map
     def keyframe_map(self) -> ReferenceMap:
-        """The slam mode's keyframes as a reference map (with the method's map-side data).
+        """The slam mode's keyframes as a reference map (with the method's map-side data, and,
+        when verification is on, the local features its store holds: the store is bounded, so
+        with ``eviction: thin`` a long run keeps features of a uniform subset of keyframes,
+        and localization verifies against the nearest one within ``max_index_offset``).
 
         Raises:
             MapError: localization mode (the map is read-only), or no keyframes yet.
@@ -372,10 +375,20 @@ class NodeCore:
         pre = self.method.precompute(run)
         if pre is not None:
             extra['sequence_descriptors'] = pre.info
+        features = None
+        if self.verification is not None:
+            features, summary = self.verification.stage.store_arrays()
+            if features is not None:
+                extra['features'] = {**summary, 'frames': summary['keyframes'],
+                                     'bytes_per_frame': round(summary['bytes_per_keyframe'], 1),
+                                     'max_features': self.cfg.node.verification.max_features,
+                                     'max_image_width':
+                                         self.cfg.node.verification.max_image_width}
         manifest = make_manifest(self.encoder.settings(), self.cfg.sequence.length, 'slam',
                                  self.cfg.map.dtype, len(run), run.descriptors.shape[1],
                                  config=to_dict(self.cfg), **extra)
-        return ReferenceMap(run, manifest, None if pre is None else pre.descriptors)
+        return ReferenceMap(run, manifest, None if pre is None else pre.descriptors,
+                            features=features)
 
     def save_map(self, path: str | Path) -> Path:
         """Write the slam keyframe map atomically (``~/save_map``)."""

@@ -267,6 +267,14 @@ class VerificationStage:
             out[f'verification.store.{key}'] = float(summary[key])
         return out
 
+    def store_arrays(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
+        """The own store's features as arrays for a map (None when empty) and its summary
+        (thread-safe)."""
+        with self._lock:
+            if not len(self.store):
+                return None, self.store.summary()
+            return self.store.to_arrays(), self.store.summary()
+
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until the worker has nothing left to do (replay end, tests).
 
