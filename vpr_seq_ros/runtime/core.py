@@ -159,7 +159,8 @@ class NodeCore:
             first = features.get(int(features.indices[0]))
             size = first.image_size if first is not None else None
         log.info('verifying localization hypotheses against %d map frames with %s features '
-                 '(%s)', len(features), features.feature, sizes.get('bytes_per_frame', '?'))
+                 '(%s bytes per frame)', len(features), features.feature,
+                 sizes.get('bytes_per_frame', '?'))
         return HypothesisGate(VerificationStage(vcfg, None, reference=features,
                                                 threaded=threaded), size)
 

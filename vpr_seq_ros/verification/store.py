@@ -329,13 +329,17 @@ class MapFeatures:
                                     'truncated or corrupt map): rebuild the map with features')
         if self.feature not in DESCRIPTOR_WIDTH:
             raise VerificationError(f'the map holds features of unknown type {self.feature!r}')
-        self._position = {int(i): k for k, i in enumerate(self._indices)}
+
+    def _row(self, index: int) -> int | None:
+        """Position of map frame ``index`` in the arrays, or None."""
+        k = int(np.searchsorted(self._indices, index))
+        return k if k < len(self._indices) and int(self._indices[k]) == int(index) else None
 
     def __len__(self) -> int:
         return len(self._indices)
 
     def __contains__(self, index: object) -> bool:
-        return index in self._position
+        return isinstance(index, (int, np.integer)) and self._row(int(index)) is not None
 
     @property
     def indices(self) -> np.ndarray:
@@ -367,7 +371,7 @@ class MapFeatures:
 
     def get(self, index: int) -> Features | None:
         """The features of map frame ``index`` (read from the map now), or None."""
-        k = self._position.get(int(index))
+        k = self._row(int(index))
         if k is None:
             return None
         lo, hi = int(self._offsets[k]), int(self._offsets[k + 1])
@@ -381,7 +385,7 @@ class MapFeatures:
     def nearest(self, index: int, max_offset: int) -> int | None:
         """The map frame with features closest to ``index`` within ``max_offset`` (the lower
         one on ties), or None."""
-        if int(index) in self._position:
+        if self._row(int(index)) is not None:
             return int(index)
         pos = int(np.searchsorted(self._indices, index))
         around = [int(self._indices[p]) for p in (pos - 1, pos) if 0 <= p < len(self._indices)]
