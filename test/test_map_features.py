@@ -326,3 +326,34 @@ def test_a_slam_map_keeps_the_features_of_its_keyframes(tmp_path):
     assert np.array_equal(features.get(2).descriptors, stored.descriptors)
     assert np.array_equal(features.get(2).keypoints, stored.keypoints)
     localization_core(refmap.path)  # accepted: the map has features
+
+
+def test_no_verdict_is_not_a_rejection_in_the_messages():
+    """A hypothesis whose check was dropped or found no features near the map frame stays
+    'not verified' (-1) and keeps its covariance; a rejection inflates it to the least
+    confident one."""
+    from rosbags.typesys import Stores, get_typestore
+
+    from vpr_seq_ros.messages.outputs import (PLACE_COLUMNS, matched_pose, place_matches,
+                                              rosbags_factory)
+    from vpr_seq_ros.runtime.outputs import Candidate, PlaceHypothesis
+    from vpr_seq_ros.runtime.verify import HypothesisCheck
+    from vpr_seq_ros.types import Pose
+    from vpr_seq_ros.verification.geometry import Reason, Verification
+
+    make = rosbags_factory(get_typestore(Stores.ROS2_HUMBLE))
+    best = Candidate(4, 4 * 10**9, 1.0, 3.0, Pose(1.0, 2.0))
+    status = PLACE_COLUMNS.index('status')
+    variances = {}
+    for reason in (Reason.MISSING_FEATURES, Reason.DROPPED, Reason.TOO_FEW_INLIERS, None):
+        check = None if reason is None else HypothesisCheck(
+            7, 7 * 10**9, 4, 4 * 10**9, Verification(False, reason, num_inliers=3))
+        hyp = PlaceHypothesis(7, 7 * 10**9, (best,), check)
+        row = place_matches(make, hyp).data
+        variances[reason] = matched_pose(make, hyp, 'map').pose.covariance[0]
+        expected = 0.0 if reason is Reason.TOO_FEW_INLIERS else -1.0
+        assert row[status] == expected
+    assert variances[Reason.MISSING_FEATURES] == variances[Reason.DROPPED] == variances[None]
+    # a confident match (score 3): 2 m; contradicted by geometry: 20 times that
+    assert variances[None] == pytest.approx(4.0)
+    assert variances[Reason.TOO_FEW_INLIERS] == pytest.approx(4.0 * 20 ** 2)

@@ -307,9 +307,11 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
 def _hypothesis_report(result: ReplayResult, positives: list[np.ndarray] | None
                        ) -> dict[str, Any]:
     """Localization hypotheses verified against the map's features: accepted and rejected
-    (with reasons) and, with ground truth, how many of each had a right best candidate."""
+    (with reasons; ``unverified``: no verdict, e.g. no features near that map frame) and, with
+    ground truth, how many of each had a right best candidate. Hypotheses the budget refused
+    are in ``hypotheses`` only."""
     counts: dict[str, Any] = {'hypotheses': 0, 'verified': 0, 'accepted': 0, 'rejected': 0,
-                              'reasons': {}}
+                              'unverified': 0, 'reasons': {}}
     right = {'accepted_right': 0, 'accepted_wrong': 0, 'rejected_right': 0,
              'rejected_wrong': 0}
     for row, step in enumerate(result.steps):
@@ -321,6 +323,9 @@ def _hypothesis_report(result: ReplayResult, positives: list[np.ndarray] | None
             continue
         reason = check.verification.reason.value
         counts['reasons'][reason] = counts['reasons'].get(reason, 0) + 1
+        if not check.verified:  # no verdict: dropped, or no features near that map frame
+            counts['unverified'] += 1
+            continue
         counts['verified'] += 1
         counts['accepted' if check.accepted else 'rejected'] += 1
         if positives is not None and len(positives[row]):

@@ -44,8 +44,9 @@ PLACE_COLUMNS = ('ref_index', 'ref_stamp_sec', 'distance', 'score', 'x', 'y', 'z
                  'confidence', 'status', 'inliers')
 """``status``: geometric verification of the candidate against the map's stored features
 (localization): 1 accepted, 0 rejected, -1 not verified (verification off, refused by its
-budget, not the best candidate, or its verdict came after the hypothesis was published: see
-``~/match_relative_pose``). ``inliers``: its RANSAC inliers (NaN when not verified)."""
+budget, dropped from its queue, no features near that map frame, not the best candidate, or
+its verdict came after the hypothesis was published: see ``~/match_relative_pose``).
+``inliers``: its RANSAC inliers (NaN when not verified)."""
 LOOP_COLUMNS = ('query_index', 'query_stamp_sec', 'match_index', 'match_stamp_sec', 'distance',
                 'score', 'status', 'inliers', 'qx', 'qy', 'qz', 'qw', 'tx', 'ty', 'tz',
                 'metric')
@@ -181,7 +182,8 @@ def matched_pose(make: Factory, hypothesis: PlaceHypothesis, frame_id: str,
         return None
     scale = confidence_sigma(best.score, best.confidence)
     check = hypothesis.verification
-    if check is not None and check.ref_index == best.ref_index and not check.accepted:
+    if check is not None and check.ref_index == best.ref_index and check.verified and \
+            not check.accepted:
         scale = confidence_sigma(0.0)  # geometry contradicts the match: least confident
     var_xyz = (POSITION_SIGMA_M * scale) ** 2
     var_yaw = (YAW_SIGMA_RAD * scale) ** 2
@@ -202,7 +204,7 @@ def place_matches(make: Factory, hypothesis: PlaceHypothesis) -> Any:
     for c in hypothesis.candidates:
         pose = (c.pose.x, c.pose.y, c.pose.z, c.pose.yaw) if c.pose else (math.nan,) * 4
         verdict = (-1.0, math.nan)
-        if check is not None and check.ref_index == c.ref_index:
+        if check is not None and check.ref_index == c.ref_index and check.verified:
             verdict = (float(check.accepted), float(check.verification.num_inliers))
         rows.append((c.ref_index, c.ref_stamp_ns * 1e-9, c.distance, c.score, *pose,
                      c.confidence, *verdict))

@@ -221,6 +221,12 @@ class HypothesisCheck:
         """The geometry supports the hypothesis."""
         return bool(self.verification.accepted)
 
+    @property
+    def verified(self) -> bool:
+        """Geometry gave a verdict (not dropped from the queue, and the map frame had
+        features)."""
+        return self.verification.reason.value not in ('dropped_from_queue', 'missing_features')
+
 
 class HypothesisGate:
     """Verifies the best candidate of each place hypothesis against a map's stored features.
