@@ -149,8 +149,9 @@ FLAGS: dict[str, Flag] = {
     'map-features': Flag('node.verification.map_features', 'store each map frame\'s local '
                          'features in the map, so localization can verify its hypotheses '
                          '(needs images)'),
-    'min-inliers': Flag('node.verification.min_inliers', 'slam: RANSAC inliers needed to '
-                        'accept a loop closure', 'N'),
+    'min-inliers': Flag('node.verification.min_inliers', 'RANSAC inliers needed to accept a '
+                        'loop closure (slam; with tracks, to start one) or a hypothesis '
+                        '(localization)', 'N'),
     'calibration': Flag('node.calibration', 'a calibration file (from --fit-calibration): '
                         'matches get a confidence, and the report the calibration error on '
                         'this run', 'FILE'),
