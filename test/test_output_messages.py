@@ -53,7 +53,9 @@ def test_step_messages_round_trip_through_cdr(store):
     assert matches.layout.dim[1].label == ','.join(PLACE_COLUMNS)
     table = matches.data.reshape(matches.layout.dim[0].size, len(PLACE_COLUMNS))
     assert table[0, 0] == 12 and table[0, 1] == pytest.approx(3.5) and table[1, 0] == 40
-    assert np.isnan(table[1, 4:]).all()
+    status = PLACE_COLUMNS.index('status')
+    assert np.isnan(table[1, 4:status]).all()  # no pose, no calibration
+    assert (table[:, status] == -1).all() and np.isnan(table[:, status + 1]).all()  # unverified
     np.testing.assert_allclose(msgs['~/loop_closure'].data, [10.25, 3.5])
     rich = msgs['~/loop_closures']
     assert rich.layout.dim[1].label == ','.join(LOOP_COLUMNS)

@@ -111,8 +111,17 @@ def test_each_rejection_reason(scene):
     other = scene['other']
     v = Verifier(CFG, cam).verify(query, other)
     assert v.reason is Reason.TOO_FEW_MATCHES and v.num_matches < CFG.min_matches
-    strict = VerificationConfig(max_features=500, max_image_width=0, min_inliers=10_000)
+    found = Verifier(CFG, cam).verify(query, ref)
+    # as many inliers as there are matches: RANSAC runs, the inliers fall short
+    strict = VerificationConfig(max_features=500, max_image_width=0,
+                                min_inliers=found.num_matches)
+    assert found.num_inliers < found.num_matches
     assert Verifier(strict, cam).verify(query, ref).reason is Reason.TOO_FEW_INLIERS
+    # more inliers than matches can never be reached: RANSAC is not even tried
+    hopeless = VerificationConfig(max_features=500, max_image_width=0,
+                                  min_inliers=found.num_matches + 1)
+    v = Verifier(hopeless, cam).verify(query, ref)
+    assert v.reason is Reason.TOO_FEW_MATCHES and v.num_matches == found.num_matches
     # the same pair with 60 % of its match keypoints scrambled: the ratio falls below 0.9
     ratio_cfg = VerificationConfig(max_features=500, max_image_width=0, min_inlier_ratio=0.9)
     rng = np.random.default_rng(0)
@@ -267,3 +276,15 @@ def test_degenerate_point_sets_are_rejected_not_raised():
             assert not v.accepted
             # OpenCV 5's USAC returns no model (or asserts) here: degenerate
             assert v.reason in (Reason.DEGENERATE, Reason.TOO_FEW_INLIERS)
+
+
+def test_ransac_iterations_bound():
+    """The standard bound, by hand: ratio 0.5, 5-point samples, 99.9 %: log(0.001) /
+    log(1 - 1/32) = 217.6 -> 218; capped; one when every match must be an inlier."""
+    from vpr_seq_ros.verification.geometry import ransac_iterations
+
+    assert ransac_iterations(0.5, 5, 0.999, 2000) == 218
+    assert ransac_iterations(0.3, 5, 0.999, 2000) == 2000  # 2840 needed, capped
+    assert ransac_iterations(0.3, 7, 0.999, 50_000) == 31_583  # 31582.08
+    assert ransac_iterations(1.0, 5, 0.999, 2000) == 1
+    assert ransac_iterations(0.9, 5, 0.99, 2000) == 6  # log(0.01) / log(1 - 0.59) = 5.16

@@ -52,6 +52,25 @@ def _poses(poses: np.ndarray | None, segments: np.ndarray) -> dict[str, Any] | N
             'path_length_m': float(steps[same].sum())}
 
 
+def _features(refmap: Any, entry: Any) -> dict[str, Any] | None:
+    """The stored local features: detector, frames, keypoints, bytes (total, per frame)."""
+    arrays = getattr(refmap, 'features', None)
+    if arrays is None:
+        return None
+    info = dict(entry) if isinstance(entry, Mapping) else {}
+    offsets = np.asarray(arrays.get('offsets', np.zeros(1, np.int64)))
+    frames = max(len(offsets) - 1, 0)
+    size = sum(int(np.asarray(arrays[k]).nbytes) for k in ('keypoints_q8', 'descriptors',
+                                                            'depth_m') if k in arrays)
+    return {'feature': str(np.asarray(arrays['feature'])) if 'feature' in arrays else
+            info.get('feature'),
+            'max_features': info.get('max_features'),
+            'max_image_width': info.get('max_image_width'),
+            'frames': frames, 'keypoints': int(offsets[-1]) if len(offsets) else 0,
+            'bytes': size, 'bytes_per_frame': size / frames if frames else 0.0,
+            'depth': 'depth_m' in arrays}
+
+
 def map_summary(refmap: Any, path: str | Path) -> dict[str, Any]:
     """What a map holds, as a JSON-ready dict.
 
@@ -66,7 +85,10 @@ def map_summary(refmap: Any, path: str | Path) -> dict[str, Any]:
         (``count``, ``lengths``), ``stamps`` (first/last ns, duration s), ``poses`` (extent,
         path length; None without poses), ``geo_origin``, ``sequence_descriptors`` (shape
         and settings, or None), ``dropped_frames`` (reason -> count, or None when the map does
-        not record them), ``config`` and ``other`` (manifest entries not listed here).
+        not record them), ``features`` (local features for verification: ``feature`` (the
+        detector), ``max_features``, ``max_image_width``, ``frames``, ``keypoints``,
+        ``bytes``, ``bytes_per_frame``, ``depth``; None when the map stores none), ``config``
+        and ``other`` (manifest entries not listed here).
     """
     manifest = refmap.manifest.to_dict()
     run = refmap.run
@@ -76,7 +98,7 @@ def map_summary(refmap: Any, path: str | Path) -> dict[str, Any]:
     lengths = _segments(segments)
     known = {'format', 'format_version', 'created_utc', 'source', 'dtype', 'num_frames',
              'descriptor_dim', 'encoder', 'sequence_length', 'config', 'geo_origin',
-             'sequence_descriptors', 'dropped_frames', 'dropped', 'path'}
+             'sequence_descriptors', 'dropped_frames', 'dropped', 'path', 'features'}
     dropped = manifest.get('dropped_frames', manifest.get('dropped'))
     file = Path(path)
     return {
@@ -102,6 +124,7 @@ def map_summary(refmap: Any, path: str | Path) -> dict[str, Any]:
         'sequence_descriptors': None if seq is None else {
             'shape': list(np.shape(seq)), **dict(manifest.get('sequence_descriptors') or {})},
         'dropped_frames': dict(dropped) if isinstance(dropped, Mapping) else None,
+        'features': _features(refmap, manifest.get('features')),
         'config': manifest.get('config'),
         'other': {k: v for k, v in manifest.items() if k not in known},
     }
@@ -168,6 +191,23 @@ def _dropped_line(summary: Mapping[str, Any]) -> str:
                           keyframe_distance_m=source.get('keyframe_distance_m'))
 
 
+def _features_line(features: Mapping[str, Any] | None) -> str:
+    if features is None:
+        return ('none (localization cannot verify its hypotheses; build the map with '
+                'node.verification.map_features to store them)')
+    limits = []
+    if features.get('max_features'):
+        limits.append(f'at most {features["max_features"]} per frame')
+    if features.get('max_image_width'):
+        limits.append(f'images <= {features["max_image_width"]} px wide')
+    frames = features['frames']
+    per_kp = features['keypoints'] / frames if frames else 0.0
+    return (f'{features["feature"]}' + (f' ({", ".join(limits)})' if limits else '') +
+            f', {frames} frames, {per_kp:.0f} keypoints and '
+            f'{_size(int(round(features["bytes_per_frame"])))} per frame, '
+            f'{_size(features["bytes"])} in all' + (', with depth' if features['depth'] else ''))
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """The text form of :func:`map_summary`, one topic per line."""
     s = summary
@@ -212,6 +252,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                                      f'{origin[2]:.1f} m' if origin else 'none (poses are '
                                      'not from GPS)' if poses else 'none'))
     lines.append(f'left out:     {_dropped_line(s)}')
+    lines.append(f'features:     {_features_line(s.get("features"))}')
     for key, value in (s['other'] or {}).items():
         shown = json.dumps(value, sort_keys=True) if isinstance(value, Mapping) else \
             _value(value)

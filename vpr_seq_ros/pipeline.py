@@ -164,6 +164,8 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
     if out.exists() and not overwrite:
         raise MapError(f'map {out} already exists; remove it or give --overwrite to replace it')
     source = open_source(source_path, cfg.source)
+    if cfg.node.verification.map_features:
+        _check_features_source(source)  # before any work
     encoder = build_encoder(cfg.encoder)
     check_length(len(source), cfg.sequence.length, f'reference run {source_path}')
     if on_start:
@@ -184,6 +186,9 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
         ann, extra['index'] = build_index(method, run, cfg.matching.index, pre)
         extra['index']['train_seconds'] = round(time.perf_counter() - started, 3)
         index, index_rows = ann.to_bytes(), ann.rows
+    features = None
+    if cfg.node.verification.map_features:
+        features, extra['features'] = map_frame_features(source, run, cfg)
     origin = getattr(source, 'geo_origin', None)
     dropped = source.dropped()
     if dropped:
@@ -194,7 +199,65 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
                              geo_origin=tuple(float(v) for v in origin) if origin else None,
                              dropped_frames=dropped, **extra)
     return save_map(ReferenceMap(run, manifest, None if pre is None else pre.descriptors,
-                                 None, index, index_rows), out)
+                                 None, index, index_rows, features), out)
+
+
+def _check_features_source(source: FrameSource) -> None:
+    if source.input_kind != 'image':
+        raise ConfigError('node.verification.map_features needs an image source: a map built '
+                          'from precomputed descriptors has no images to take features from; '
+                          'turn map_features off, or build the map from the images')
+
+
+def map_frame_features(source: FrameSource, run: EncodedRun, cfg: Config
+                       ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Local features of every map frame (``node.verification``'s feature, ``max_features``,
+    ``max_image_width``), for verification of localization hypotheses against the map.
+
+    The source is read a second time (frames in the same order as the encoded run); the
+    features are held in memory until the map is written (ORB with 1000 keypoints: about
+    36 kB per frame).
+
+    Args:
+        source: the mapping run (an image source).
+        run: its encoded frames (row i of the map is frame i).
+        cfg: configuration (``node.verification``).
+
+    Returns:
+        The arrays to store (:meth:`FeatureStore.to_arrays`) and the manifest's ``features``
+        entry: ``feature``, ``max_features``, ``max_image_width``, ``frames``, ``keypoints``,
+        ``bytes``, ``bytes_per_frame``.
+
+    Raises:
+        ConfigError: a descriptor source (features need images).
+        SourceError: the source yielded other frames than were encoded.
+    """
+    from vpr_seq_ros.verification.store import build_feature_store
+
+    vcfg = cfg.node.verification
+    _check_features_source(source)
+    stamps = np.asarray(run.stamps_ns, np.int64)
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        for row, frame in enumerate(source):
+            if row >= len(stamps) or frame.stamp_ns != stamps[row] or frame.image is None:
+                raise SourceError(f'{source.path} yielded different frames on a second read '
+                                  f'(frame {row}); features cannot be matched to map frames')
+            yield row, frame.image
+
+    started = time.perf_counter()
+    store = build_feature_store(frames(), vcfg)
+    if len(store) != len(run):
+        raise SourceError(f'{source.path} yielded {len(store)} frames on a second read, '
+                          f'{len(run)} were encoded; features cannot be matched to map frames')
+    info = {'feature': store.feature, 'max_features': vcfg.max_features,
+            'max_image_width': vcfg.max_image_width, 'frames': len(store),
+            'keypoints': store.num_keypoints, 'bytes': store.nbytes,
+            'bytes_per_frame': round(store.bytes_per_keyframe, 1),
+            'seconds': round(time.perf_counter() - started, 3)}
+    log.info('local features of %d map frames: %s, %.1f kB per frame', len(store),
+             store.feature, store.bytes_per_keyframe / 1e3)
+    return store.to_arrays(), info
 
 
 def map_geo_origin(refmap: ReferenceMap) -> tuple[float, float, float] | None:

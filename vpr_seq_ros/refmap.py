@@ -5,6 +5,12 @@ folder, then renamed over the target, so a crash never leaves a partial map. Its
 records the format version and what made the descriptors (encoder settings, weights checksum,
 sequence length); loading refuses another format version, and :meth:`ReferenceMap.check_query`
 refuses a query encoded with different settings, naming what differs.
+
+A map may also hold each frame's local features for geometric verification (``build-map`` with
+``node.verification.map_features``): the arrays of
+:meth:`vpr_seq_ros.verification.store.FeatureStore.to_arrays`, stored as members prefixed
+``features_`` and memory-mapped like the descriptors, described by the manifest's ``features``
+entry. Maps without them load as before (``ReferenceMap.features`` is None).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ log = logging.getLogger(__name__)
 
 MAP_FORMAT = 'vpr_seq_ros.map'
 MAP_FORMAT_VERSION = 1
+FEATURES_PREFIX = 'features_'
+"""Map members holding local features are named this prefix + the feature array's name."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,9 @@ class ReferenceMap:
         index: an approximate-search index trained by ``build-map``, serialised by faiss
             (``uint8``); its parameters are the manifest's ``index`` entry.
         index_rows: ``(R,)`` the rows the index holds, in its order.
+        features: local features of the map frames for geometric verification (the arrays of
+            :meth:`vpr_seq_ros.verification.store.FeatureStore.to_arrays`, memory-mapped when
+            loaded; read them through :meth:`map_features`), or None.
     """
 
     run: EncodedRun
@@ -111,9 +122,27 @@ class ReferenceMap:
     path: Path | None = None
     index: np.ndarray | None = None
     index_rows: np.ndarray | None = None
+    features: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.run)
+
+    def map_features(self) -> Any:
+        """The stored local features as a read-only
+        :class:`vpr_seq_ros.verification.store.MapFeatures`, or None when the map has none.
+
+        Raises:
+            MapError: the stored features are unreadable (another format, inconsistent sizes).
+        """
+        if self.features is None:
+            return None
+        from vpr_seq_ros.verification.errors import VerificationError
+        from vpr_seq_ros.verification.store import MapFeatures
+
+        try:
+            return MapFeatures(self.features)
+        except VerificationError as err:
+            raise MapError(f'map {self.path or ""}: {err}') from err
 
     @property
     def encoder_settings(self) -> dict[str, Any]:
@@ -225,6 +254,8 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
     if refmap.index is not None and refmap.index_rows is not None:
         arrays['index'] = np.asarray(refmap.index, dtype=np.uint8)
         arrays['index_rows'] = np.asarray(refmap.index_rows, dtype=np.int64)
+    for key, value in (refmap.features or {}).items():
+        arrays[FEATURES_PREFIX + key] = np.asarray(value)
     try:
         atomic_write(path, lambda handle: np.savez(handle, **arrays))
     except VprSeqError as err:
@@ -333,5 +364,8 @@ def load_map(path: str | Path, keep_float16: bool = True) -> ReferenceMap:
     run = EncodedRun(descriptors, np.array(arrays['stamps_ns'], dtype=np.int64), poses,
                      np.array(arrays['segments'], dtype=np.int64), names)
     index, index_rows = arrays.get('index'), arrays.get('index_rows')
+    features = {k[len(FEATURES_PREFIX):]: v for k, v in arrays.items()
+                if k.startswith(FEATURES_PREFIX)} or None
     return ReferenceMap(run, manifest, None if seq is None else floats(seq), path, index,
-                        None if index_rows is None else np.array(index_rows, np.int64))
+                        None if index_rows is None else np.array(index_rows, np.int64),
+                        features)

@@ -304,6 +304,41 @@ def replay(run: str | Path, cfg: Config, refmap: ReferenceMap | None = None,
     return result
 
 
+def _hypothesis_report(result: ReplayResult, positives: list[np.ndarray] | None
+                       ) -> dict[str, Any]:
+    """Localization hypotheses verified against the map's features: accepted and rejected
+    (with reasons; ``unverified``: no verdict, e.g. no features near that map frame) and, with
+    ground truth, how many of each had a right best candidate. Hypotheses the budget refused
+    are in ``hypotheses`` only."""
+    counts: dict[str, Any] = {'hypotheses': 0, 'verified': 0, 'accepted': 0, 'rejected': 0,
+                              'unverified': 0, 'reasons': {}}
+    right = {'accepted_right': 0, 'accepted_wrong': 0, 'rejected_right': 0,
+             'rejected_wrong': 0}
+    for row, step in enumerate(result.steps):
+        if step.hypothesis is None or not step.hypothesis.candidates:
+            continue
+        counts['hypotheses'] += 1
+        check = step.hypothesis.verification
+        if check is None:
+            continue
+        reason = check.verification.reason.value
+        counts['reasons'][reason] = counts['reasons'].get(reason, 0) + 1
+        if not check.verified:  # no verdict: dropped, or no features near that map frame
+            counts['unverified'] += 1
+            continue
+        counts['verified'] += 1
+        counts['accepted' if check.accepted else 'rejected'] += 1
+        if positives is not None and len(positives[row]):
+            ok = bool(np.isin(check.ref_index, positives[row]))
+            right[f'{"accepted" if check.accepted else "rejected"}_'
+                  f'{"right" if ok else "wrong"}'] += 1
+    if positives is not None:
+        counts.update(right)
+        judged = right['accepted_right'] + right['accepted_wrong']
+        counts['precision_of_accepted'] = right['accepted_right'] / judged if judged else None
+    return counts
+
+
 def _published(step: StepResult, top_k: int) -> StepResult:
     """What the node publishes of a step: the best ``top_k`` candidates."""
     hyp = step.hypothesis
@@ -355,6 +390,8 @@ def _score(result: ReplayResult, core: NodeCore, cfg: Config, refmap: ReferenceM
             report.update(report_dict(result.metrics, ground_truth=ground_truth_dict(cfg)))
             if gt.gt == 'radius':
                 report['num_queries_without_pose'] = int((~q_valid).sum())
+        if core.hypothesis_verification is not None:
+            report['hypothesis_verification'] = _hypothesis_report(result, positives)
         else:
             report['note'] = ('radius ground truth needs poses in the run and the map: '
                               'accuracy not scored (give a pose topic, or same-index ground '

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_options(parser)
     add_flags(parser, SOURCE_FLAGS, 'source')
     add_flags(parser, ENCODER_FLAGS, 'frame encoder')
-    add_flags(parser, MATCHING_FLAGS + ('map-dtype',), 'matching and storage')
+    add_flags(parser, MATCHING_FLAGS + ('map-dtype', 'map-features'), 'matching and storage')
     add_overwrite_option(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(func=run)
@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     manifest = load_map(path).manifest
     print(f'map written: {path} ({manifest.num_frames} frames, encoder {cfg.encoder.name}, '
           f'L={cfg.sequence.length})')
+    features = manifest.get('features')
+    if features:
+        print(f'local features: {features["feature"]}, {features["bytes_per_frame"] / 1e3:.1f} '
+              f'kB per frame ({features["keypoints"] / max(features["frames"], 1):.0f} '
+              'keypoints)')
     dropped = manifest.get('dropped_frames') or {}
     if dropped:
         from vpr_seq_ros.sources.base import format_dropped

@@ -147,9 +147,14 @@ FLAGS: dict[str, Flag] = {
     'max-distance': Flag('node.loop_closure.max_distance', 'slam: reject loop closures '
                          'farther than D (sequence distance; 0: no threshold)', 'D'),
     'verify': Flag('node.verification.enabled', 'slam: publish only loop closures that pass '
-                   'geometric verification (local features, RANSAC); needs images'),
-    'min-inliers': Flag('node.verification.min_inliers', 'slam: RANSAC inliers needed to '
-                        'accept a loop closure', 'N'),
+                   'geometric verification (local features, RANSAC); localization: verify '
+                   'each hypothesis against the features stored in the map; needs images'),
+    'map-features': Flag('node.verification.map_features', 'store each map frame\'s local '
+                         'features in the map, so localization can verify its hypotheses '
+                         '(needs images)'),
+    'min-inliers': Flag('node.verification.min_inliers', 'RANSAC inliers needed to accept a '
+                        'loop closure (slam; with tracks, to start one) or a hypothesis '
+                        '(localization)', 'N'),
     'calibration': Flag('node.calibration', 'a calibration file (from --fit-calibration): '
                         'matches get a confidence, and the report the calibration error on '
                         'this run', 'FILE'),

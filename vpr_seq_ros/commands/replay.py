@@ -115,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
                                                 args.fit_calibration))
         elif cfg.node.mode == 'localization':
             print(f'not scored: {report["note"]}')
+        checks = report.get('hypothesis_verification')
+        if checks:
+            right = (f' (accepted: {checks["accepted_right"]} right, '
+                     f'{checks["accepted_wrong"]} wrong)' if 'accepted_right' in checks else '')
+            print(f'verified hypotheses: {checks["verified"]} of {checks["hypotheses"]}, '
+                  f'{checks["accepted"]} accepted{right}, {checks["rejected"]} rejected')
         if cfg.node.mode == 'slam':
             precision = report.get('loop_closure_precision')
             print(f'loop closures: {report["loop_closures"]}' +

@@ -11,6 +11,9 @@ Topics (relative names; ``~/`` is the node's private namespace):
   pose; stamp = newest query frame; the covariance grows as the confidence falls.
 * ``~/place_matches`` (std_msgs/Float64MultiArray): rows = top-K candidates best first,
   columns :data:`PLACE_COLUMNS`.
+* ``~/match_relative_pose`` (geometry_msgs/PoseWithCovarianceStamped): localization with
+  verification: the relative pose of a verified hypothesis (query camera in the matched map
+  frame's camera), with a covariance from the inliers; stamp = the query keyframe's.
 * ``~/loop_closure`` (std_msgs/Float64MultiArray): ``[t_query_sec, t_match_sec]``, the
   LIO-SAM family convention.
 * ``~/loop_closures`` (std_msgs/Float64MultiArray): rows = candidates (verified and rejected),
@@ -38,7 +41,12 @@ Factory = Callable[..., Any]
 """``make(typename, **fields) -> message``."""
 
 PLACE_COLUMNS = ('ref_index', 'ref_stamp_sec', 'distance', 'score', 'x', 'y', 'z', 'yaw',
-                 'confidence')
+                 'confidence', 'status', 'inliers')
+"""``status``: geometric verification of the candidate against the map's stored features
+(localization): 1 accepted, 0 rejected, -1 not verified (verification off, refused by its
+budget, dropped from its queue, no features near that map frame, not the best candidate, or
+its verdict came after the hypothesis was published: see ``~/match_relative_pose``).
+``inliers``: its RANSAC inliers (NaN when not verified)."""
 LOOP_COLUMNS = ('query_index', 'query_stamp_sec', 'match_index', 'match_stamp_sec', 'distance',
                 'score', 'status', 'inliers', 'qx', 'qy', 'qz', 'qw', 'tx', 'ty', 'tz',
                 'metric')
@@ -53,6 +61,7 @@ TOPIC_LOOP_CLOSURE = '~/loop_closure'
 TOPIC_LOOP_CLOSURES = '~/loop_closures'
 TOPIC_LOOP_CLOSURE_POSE = '~/loop_closure_pose'
 TOPIC_MARKERS = '~/markers'
+TOPIC_MATCH_RELATIVE_POSE = '~/match_relative_pose'
 TOPIC_DIAGNOSTICS = '/diagnostics'
 
 OUTPUT_TYPES = {
@@ -62,6 +71,7 @@ OUTPUT_TYPES = {
     TOPIC_LOOP_CLOSURES: 'std_msgs/msg/Float64MultiArray',
     TOPIC_LOOP_CLOSURE_POSE: 'geometry_msgs/msg/PoseWithCovarianceStamped',
     TOPIC_MARKERS: 'visualization_msgs/msg/MarkerArray',
+    TOPIC_MATCH_RELATIVE_POSE: 'geometry_msgs/msg/PoseWithCovarianceStamped',
     TOPIC_DIAGNOSTICS: 'diagnostic_msgs/msg/DiagnosticArray',
 }
 
@@ -171,6 +181,10 @@ def matched_pose(make: Factory, hypothesis: PlaceHypothesis, frame_id: str,
     if max_distance > 0 and best.distance > max_distance:
         return None
     scale = confidence_sigma(best.score, best.confidence)
+    check = hypothesis.verification
+    if check is not None and check.ref_index == best.ref_index and check.verified and \
+            not check.accepted:
+        scale = confidence_sigma(0.0)  # geometry contradicts the match: least confident
     var_xyz = (POSITION_SIGMA_M * scale) ** 2
     var_yaw = (YAW_SIGMA_RAD * scale) ** 2
     covariance = np.zeros(36)
@@ -186,10 +200,14 @@ def matched_pose(make: Factory, hypothesis: PlaceHypothesis, frame_id: str,
 def place_matches(make: Factory, hypothesis: PlaceHypothesis) -> Any:
     """Top-K candidates as a labelled Float64MultiArray (NaN pose where the map has none)."""
     rows = []
+    check = hypothesis.verification
     for c in hypothesis.candidates:
         pose = (c.pose.x, c.pose.y, c.pose.z, c.pose.yaw) if c.pose else (math.nan,) * 4
+        verdict = (-1.0, math.nan)
+        if check is not None and check.ref_index == c.ref_index and check.verified:
+            verdict = (float(check.accepted), float(check.verification.num_inliers))
         rows.append((c.ref_index, c.ref_stamp_ns * 1e-9, c.distance, c.score, *pose,
-                     c.confidence))
+                     c.confidence, *verdict))
     return labelled_array(make, np.array(rows).reshape(-1, len(PLACE_COLUMNS)), 'candidates',
                           PLACE_COLUMNS)
 
@@ -233,7 +251,21 @@ def loop_closure_pose(make: Factory, closure: LoopClosure) -> Any | None:
     """The relative pose of a verified closure with its covariance (from the inliers), or
     None without geometry. Stamp: the query keyframe; frame id: ``loop_closure_match_camera``,
     the matched keyframe's camera (optical axes)."""
-    v = closure.verification
+    return _relative_pose(make, closure.verification, closure.query_stamp_ns,
+                          'loop_closure_match_camera')
+
+
+def match_relative_pose(make: Factory, check: Any) -> Any | None:
+    """The relative pose of a verified localization hypothesis (a
+    :class:`vpr_seq_ros.runtime.verify.HypothesisCheck`) with its covariance, or None when it
+    was rejected or has no geometry (no intrinsics). Stamp: the query keyframe; frame id:
+    ``matched_map_camera``, the camera of the matched map frame (optical axes)."""
+    if not check.accepted:
+        return None
+    return _relative_pose(make, check.verification, check.query_stamp_ns, 'matched_map_camera')
+
+
+def _relative_pose(make: Factory, v: Any, stamp_ns: int, frame_id: str) -> Any | None:
     if v is None or v.rotation is None or v.translation is None or v.covariance is None:
         return None
     from vpr_seq_ros.verification.geometry import rotation_to_quaternion
@@ -244,7 +276,7 @@ def loop_closure_pose(make: Factory, closure: LoopClosure) -> Any | None:
                 position=make('geometry_msgs/msg/Point', x=tx, y=ty, z=tz),
                 orientation=make('geometry_msgs/msg/Quaternion', x=qx, y=qy, z=qz, w=qw))
     return make('geometry_msgs/msg/PoseWithCovarianceStamped',
-                header=header_msg(make, closure.query_stamp_ns, 'loop_closure_match_camera'),
+                header=header_msg(make, stamp_ns, frame_id),
                 pose=make('geometry_msgs/msg/PoseWithCovariance', pose=pose,
                           covariance=np.asarray(v.covariance, np.float64).reshape(36)))
 
@@ -337,6 +369,11 @@ def step_messages(make: Factory, step: StepResult, frame_id: str, max_distance: 
         if relative is not None:
             out.append(Outgoing(TOPIC_LOOP_CLOSURE_POSE, OUTPUT_TYPES[TOPIC_LOOP_CLOSURE_POSE],
                                 relative))
+    for check in step.hypothesis_checks:
+        relative = match_relative_pose(make, check)
+        if relative is not None:
+            out.append(Outgoing(TOPIC_MATCH_RELATIVE_POSE,
+                                OUTPUT_TYPES[TOPIC_MATCH_RELATIVE_POSE], relative))
     if publish_markers and step.hypothesis is not None:
         out.append(Outgoing(TOPIC_MARKERS, OUTPUT_TYPES[TOPIC_MARKERS],
                             markers(make, step, frame_id, query_pose)))

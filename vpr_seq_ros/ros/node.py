@@ -61,6 +61,7 @@ _OUTPUT_CLASSES = {
     outputs.TOPIC_LOOP_CLOSURES: Float64MultiArray,
     outputs.TOPIC_LOOP_CLOSURE_POSE: PoseWithCovarianceStamped,
     outputs.TOPIC_MARKERS: MarkerArray,
+    outputs.TOPIC_MATCH_RELATIVE_POSE: PoseWithCovarianceStamped,
 }
 
 _SHUTDOWN_ERRORS = (_rclpy.RCLError, _rclpy.InvalidHandle) if hasattr(_rclpy, 'InvalidHandle') \

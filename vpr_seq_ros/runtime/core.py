@@ -34,6 +34,7 @@ the path accumulation, so the jump back to the start pose is not counted as trav
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ from vpr_seq_ros.refmap import ReferenceMap, load_map, make_manifest, save_map
 from vpr_seq_ros.runtime.decisions import LoopClosureDecider, QueryKeyframe, place_hypothesis
 from vpr_seq_ros.runtime.outputs import Diagnostics, LoopClosure, PlaceHypothesis, StepResult
 from vpr_seq_ros.runtime.store import FixedStore, KeyframeStore, ReferenceStore
-from vpr_seq_ros.runtime.verify import VerificationGate
+from vpr_seq_ros.runtime.verify import HypothesisCheck, HypothesisGate, VerificationGate
 from vpr_seq_ros.types import Frame, Pose
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,11 @@ class NodeCore:
                               'calibration fitted on a validation run by vpr-seq evaluate or '
                               'replay)')
         self.verification: VerificationGate | None = None
+        self.hypothesis_verification: HypothesisGate | None = None
         if self.mode == 'slam' and cfg.node.verification.enabled:
             self.verification = self._verification_gate(cfg, threaded=False)
+        elif self.mode == 'localization' and cfg.node.verification.enabled:
+            self.hypothesis_verification = self._hypothesis_gate(cfg, threaded=False)
         self.record_distances = False
         """Attach each keyframe's ``(N,)`` distances to its step (replay's plot); off live."""
         self._last_distances: np.ndarray | None = None
@@ -122,15 +126,55 @@ class NodeCore:
         from vpr_seq_ros.verification.worker import VerificationStage
 
         vcfg = cfg.node.verification
-        return VerificationGate(VerificationStage(vcfg, None, threaded=threaded),
-                                vcfg.candidates)
+        stage_cfg = vcfg  # with tracks, the stage accepts from the weak bar; the gate decides
+        if vcfg.tracking:
+            stage_cfg = dataclasses.replace(vcfg, min_inliers=vcfg.track_min_inliers)
+        return VerificationGate(VerificationStage(stage_cfg, None, threaded=threaded),
+                                vcfg.candidates, vcfg)
+
+    def _hypothesis_gate(self, cfg: Config, threaded: bool) -> HypothesisGate:
+        """Verification of localization hypotheses against the map's stored features.
+
+        Raises:
+            MapError: the map stores no local features, or features of another type.
+        """
+        from vpr_seq_ros.verification.worker import VerificationStage
+
+        assert self.refmap is not None
+        vcfg = cfg.node.verification
+        features = self.refmap.map_features()
+        where = f'map {self.refmap.path}' if self.refmap.path else 'the map'
+        if features is None:
+            raise MapError(
+                f'{where} stores no local features, which verification of localization '
+                'hypotheses (node.verification.enabled) needs: rebuild the map with '
+                'vpr-seq build-map and node.verification.map_features set to true (features '
+                'come from the mapping images), or turn node.verification.enabled off')
+        if features.feature != vcfg.feature:
+            raise MapError(f'{where} stores {features.feature} features but '
+                           f'node.verification.feature is {vcfg.feature}: set it to '
+                           f'{features.feature}, or rebuild the map with {vcfg.feature} features')
+        sizes = self.refmap.manifest.get('features') or {}
+        size = None
+        if len(features):
+            first = features.get(int(features.indices[0]))
+            size = first.image_size if first is not None else None
+        log.info('verifying localization hypotheses against %d map frames with %s features '
+                 '(%s bytes per frame)', len(features), features.feature,
+                 sizes.get('bytes_per_frame', '?'))
+        return HypothesisGate(VerificationStage(vcfg, None, reference=features,
+                                                threaded=threaded), size)
 
     def verify_in_background(self) -> None:
-        """Verify loop closures on a worker thread (the live node); replay stays synchronous,
-        so its answers are the same on every run."""
+        """Verify loop closures (and localization hypotheses) on a worker thread (the live
+        node); replay stays synchronous, so its answers are the same on every run."""
         if self.verification is not None and not self.verification.stage.threaded:
             self.verification.stage.close()
             self.verification = self._verification_gate(self.cfg, threaded=True)
+        gate = self.hypothesis_verification
+        if gate is not None and not gate.stage.threaded:
+            gate.stage.close()
+            self.hypothesis_verification = self._hypothesis_gate(self.cfg, threaded=True)
 
     @classmethod
     def from_config(cls, cfg: Config) -> NodeCore:
@@ -255,6 +299,9 @@ class NodeCore:
             closures, rejected = self.verification.collect()
             diag.loop_closures_rejected += len(rejected)
             diag.extra.update(self.verification.stage.diagnostics())
+        checks: tuple = ()
+        if self.hypothesis_verification is not None:
+            hypothesis, checks = self._check_hypothesis(frame, hypothesis)
         done = time.perf_counter()
         diag.last_encode_ms = 1e3 * (encoded - started)
         diag.last_match_ms = 1e3 * (done - encoded)
@@ -266,7 +313,24 @@ class NodeCore:
         return StepResult(frame.stamp_ns, True, hypothesis, closures, reset,
                           diag.last_encode_ms, diag.last_match_ms,
                           self._last_distances if self.record_distances else None,
-                          rejected)
+                          rejected, checks)
+
+    def _check_hypothesis(self, frame: Frame, hypothesis: PlaceHypothesis | None
+                          ) -> tuple[PlaceHypothesis | None, tuple[HypothesisCheck, ...]]:
+        """Localization: verify the hypothesis's best candidate against the map's features
+        (at once in replay, on the worker live); attach the verdict when it is already in."""
+        gate = self.hypothesis_verification
+        assert gate is not None
+        if hypothesis is not None and hypothesis.candidates and \
+                gate.add_keyframe(self._keyframe_index, frame.image):
+            gate.submit(hypothesis)  # only keyframes with a hypothesis need features
+        checks = gate.collect()
+        self.diagnostics.extra.update(gate.stage.diagnostics())  # verification.* counters
+        if hypothesis is not None:
+            for check in checks:
+                if check.query_index == hypothesis.query_index:
+                    hypothesis = dataclasses.replace(hypothesis, verification=check)
+        return hypothesis, checks
 
     # ---------------------------------------------------------------------------- stages
     def _match(self, frame: Frame, descriptor: np.ndarray) -> Decision:
@@ -318,7 +382,10 @@ class NodeCore:
 
     # ---------------------------------------------------------------------------- map
     def keyframe_map(self) -> ReferenceMap:
-        """The slam mode's keyframes as a reference map (with the method's map-side data).
+        """The slam mode's keyframes as a reference map (with the method's map-side data, and,
+        when verification is on, the local features its store holds: the store is bounded, so
+        with ``eviction: thin`` a long run keeps features of a uniform subset of keyframes,
+        and localization verifies against the nearest one within ``max_index_offset``).
 
         Raises:
             MapError: localization mode (the map is read-only), or no keyframes yet.
@@ -332,10 +399,20 @@ class NodeCore:
         pre = self.method.precompute(run)
         if pre is not None:
             extra['sequence_descriptors'] = pre.info
+        features = None
+        if self.verification is not None:
+            features, summary = self.verification.stage.store_arrays()
+            if features is not None:
+                extra['features'] = {**summary, 'frames': summary['keyframes'],
+                                     'bytes_per_frame': round(summary['bytes_per_keyframe'], 1),
+                                     'max_features': self.cfg.node.verification.max_features,
+                                     'max_image_width':
+                                         self.cfg.node.verification.max_image_width}
         manifest = make_manifest(self.encoder.settings(), self.cfg.sequence.length, 'slam',
                                  self.cfg.map.dtype, len(run), run.descriptors.shape[1],
                                  config=to_dict(self.cfg), **extra)
-        return ReferenceMap(run, manifest, None if pre is None else pre.descriptors)
+        return ReferenceMap(run, manifest, None if pre is None else pre.descriptors,
+                            features=features)
 
     def save_map(self, path: str | Path) -> Path:
         """Write the slam keyframe map atomically (``~/save_map``)."""

@@ -44,6 +44,10 @@ class PlaceHypothesis:
     query_index: int
     query_stamp_ns: int
     candidates: tuple[Candidate, ...]
+    verification: Any = field(default=None, compare=False, repr=False)
+    """The geometric verification of the best candidate against the map's stored features
+    (a :class:`vpr_seq_ros.runtime.verify.HypothesisCheck`), when it finished before the
+    hypothesis was published (always in replay); None otherwise."""
 
     @property
     def best(self) -> Candidate | None:
@@ -84,6 +88,9 @@ class StepResult:
             the core records them (``NodeCore.record_distances``, for replay's plot).
         rejected: loop closures that geometric verification turned down at this step
             (:class:`vpr_seq_ros.runtime.verify.Rejected`).
+        hypothesis_checks: verifications of localization hypotheses that finished at this
+            step (:class:`vpr_seq_ros.runtime.verify.HypothesisCheck`; live, those of
+            earlier keyframes too).
     """
 
     stamp_ns: int
@@ -95,6 +102,7 @@ class StepResult:
     match_ms: float = 0.0
     distances: np.ndarray | None = field(default=None, compare=False, repr=False)
     rejected: tuple[Any, ...] = ()
+    hypothesis_checks: tuple[Any, ...] = ()
 
 
 @dataclass

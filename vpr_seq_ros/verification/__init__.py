@@ -2,7 +2,8 @@
 
 * :mod:`.geometry`: local features, ratio-test matching, RANSAC on the essential / fundamental
   matrix, PnP with depth, the :class:`Verification` result and its covariance.
-* :mod:`.store`: bounded per-keyframe feature store and its ``.npz`` form.
+* :mod:`.store`: bounded per-keyframe feature store, its ``.npz`` form, and the features a
+  reference map stores (:class:`MapFeatures`).
 * :mod:`.worker`: :class:`VerificationStage`: budget, bounded queue, synchronous or threaded.
 * :mod:`.evaluate`: precision / recall of closures against ground truth.
 * :mod:`.config`: :class:`VerificationConfig` (``node.verification``).
@@ -22,8 +23,8 @@ _EXPORTS = {
     'CameraIntrinsics': 'geometry', 'FeatureExtractor': 'geometry', 'Features': 'geometry',
     'Model': 'geometry', 'Reason': 'geometry', 'Verification': 'geometry',
     'Verifier': 'geometry', 'rotation_to_quaternion': 'geometry',
-    'FeatureStore': 'store', 'build_feature_store': 'store', 'load_features': 'store',
-    'save_features': 'store',
+    'FeatureStore': 'store', 'MapFeatures': 'store', 'build_feature_store': 'store',
+    'load_features': 'store', 'save_features': 'store',
     'RateBudget': 'worker', 'VerificationCounters': 'worker', 'VerificationRequest': 'worker',
     'VerificationResult': 'worker', 'VerificationStage': 'worker',
 }

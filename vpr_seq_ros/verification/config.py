@@ -29,7 +29,9 @@ class VerificationConfig:
     ``enabled`` defaults to False: verification needs the camera images of both keyframes,
     which runs fed from precomputed descriptor files (``npy`` encoder) and maps built without
     features do not have, and it changes which closures are published. The slam launch
-    configuration turns it on.
+    configuration turns it on. In localization mode it verifies the best candidate of each
+    place hypothesis against the local features stored in the reference map (a map built
+    with ``map_features``); the verdict is evidence published with the hypothesis.
 
     Attributes:
         enabled: verify candidates before they are published.
@@ -40,13 +42,17 @@ class VerificationConfig:
             extraction; keypoints are stored in the original image's pixels (0: never resize).
         ratio: Lowe's ratio test: a match is kept when its descriptor distance is below this
             fraction of the second-best distance (0 < ratio < 1).
-        min_matches: ratio-test matches needed to try RANSAC (>= 8).
+        min_matches: ratio-test matches needed to try RANSAC (>= 8; RANSAC is not tried
+            with fewer matches than ``min_inliers`` either).
         min_inliers: RANSAC inliers needed to accept.
         min_inlier_ratio: inliers / ratio-test matches needed to accept (0 to 1).
         ransac_threshold_px: RANSAC epipolar (Sampson) / reprojection threshold in pixels of
             the original image.
         ransac_confidence: RANSAC confidence (0 < c < 1).
-        ransac_max_iters: bound on RANSAC iterations (bounds the cost of hopeless pairs).
+        ransac_max_iters: bound on RANSAC iterations (bounds the cost of hopeless pairs);
+            fewer are run when fewer suffice to find, with ``ransac_confidence``, a model
+            with the inlier ratio acceptance needs (``max(min_inliers / matches,
+            min_inlier_ratio)``).
         min_pnp_inliers: PnP-RANSAC inliers needed for a metric pose when depth is given.
         max_per_second: verification budget: at most this many verifications per second (of
             data time by default), in a burst of at most ``burst`` (0: no budget).
@@ -67,6 +73,19 @@ class VerificationConfig:
         camera_cy: principal point y, pixels.
         candidates: candidates of a loop closure's hypothesis verified, best appearance first;
             the first that passes is published.
+        track_min_inliers: loop closures: RANSAC inliers that are enough for a candidate that
+            continues a verified track, i.e. whose keyframe offset (query index - match index)
+            is within ``track_tolerance`` of that of a closure published in the last
+            ``track_window`` keyframes; a closure that starts a track needs ``min_inliers``.
+            The robot moves continuously, so during a revisit the offset changes slowly, while
+            a false closure (an aliased place) jumps off the track. 0: off (every closure
+            needs ``min_inliers``); otherwise between 5 and ``min_inliers``.
+        track_window: keyframes back in which a published closure makes a track (>= 1).
+        track_tolerance: keyframes the offset of a continuing closure may differ from the
+            track's (>= 0; keep it within the place radius you count as the same place).
+        map_features: ``build-map`` stores each map frame's local features (``feature``,
+            ``max_features``, ``max_image_width`` of this section) in the map, so localization
+            against it can verify its hypotheses (ORB, 1000 keypoints: about 36 kB per frame).
     """
 
     enabled: bool = False
@@ -93,6 +112,10 @@ class VerificationConfig:
     camera_cx: float = 0.0
     camera_cy: float = 0.0
     candidates: int = 5
+    track_min_inliers: int = 0
+    track_window: int = 10
+    track_tolerance: int = 2
+    map_features: bool = False
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
@@ -122,10 +145,20 @@ class VerificationConfig:
                '>= 0 and below max_keyframes')
         _check('max_index_offset', self.max_index_offset >= 0, self.max_index_offset, '>= 0')
         _check('candidates', self.candidates >= 1, self.candidates, '>= 1')
+        _check('track_min_inliers', self.track_min_inliers == 0 or
+               5 <= self.track_min_inliers <= self.min_inliers, self.track_min_inliers,
+               '0 (off) or between 5 and min_inliers')
+        _check('track_window', self.track_window >= 1, self.track_window, '>= 1')
+        _check('track_tolerance', self.track_tolerance >= 0, self.track_tolerance, '>= 0')
         focal = (self.camera_fx, self.camera_fy)
         if min(focal) < 0 or (max(focal) > 0 and min(focal) == 0):
             raise ConfigError(f'{_SECTION}.camera_fx and camera_fy must both be > 0 (or both 0: '
                               f'intrinsics from CameraInfo), got {focal}')
+
+    @property
+    def tracking(self) -> bool:
+        """Whether closures that continue a verified track need only ``track_min_inliers``."""
+        return self.track_min_inliers > 0
 
     @property
     def has_intrinsics(self) -> bool:

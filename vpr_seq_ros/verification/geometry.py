@@ -8,7 +8,13 @@ matches agree with one rigid two-view geometry:
    ORB/AKAZE descriptors, L2 for SIFT), one-to-one,
 3. RANSAC (OpenCV's USAC MAGSAC++ when available) on the essential matrix when the camera
    intrinsics are known, then ``recoverPose`` for the rotation and the translation direction;
-   on the fundamental matrix otherwise (no pose then),
+   on the fundamental matrix otherwise (no pose then). Its iterations are bounded by what
+   finding an *acceptable* model needs (:func:`ransac_iterations`): with M matches a model is
+   accepted only with at least ``max(min_inliers / M, min_inlier_ratio)`` of them as inliers,
+   and after ``log(1 - confidence) / log(1 - ratio^s)`` iterations (s: 5 points for the
+   essential matrix, 7 for the fundamental) RANSAC has drawn an all-inlier sample of such a
+   model with probability ``confidence``. A pair with few matches therefore costs few
+   iterations, and a pair with fewer matches than ``min_inliers`` none,
 4. thresholds on the inlier count and the inlier ratio,
 5. optionally, with depth at the keypoints of either keyframe, a metric relative pose by
    PnP-RANSAC on the inliers.
@@ -78,6 +84,9 @@ class Reason(str, enum.Enum):
     MISSING_FEATURES = 'missing_features'
     INCOMPATIBLE = 'incompatible_features'
     DROPPED = 'dropped_from_queue'
+    OFF_TRACK = 'weak_off_track'
+    """Enough inliers for a closure continuing a verified track, not for one starting a
+    track (``track_min_inliers``), and not on a track."""
 
 
 class Model(str, enum.Enum):
@@ -415,6 +424,34 @@ def match_features(query: Features, match: Features, ratio: float) -> np.ndarray
 # ------------------------------------------------------------------------------- geometry
 
 
+SAMPLE_SIZE = {'essential': 5, 'fundamental': 7}
+"""Correspondences in a minimal RANSAC sample of each model (OpenCV's 5- and 7-point
+solvers)."""
+
+
+def ransac_iterations(needed_ratio: float, sample: int, confidence: float, cap: int) -> int:
+    """RANSAC iterations after which, with probability ``confidence``, at least one minimal
+    sample was drawn from the inliers of a model that has an inlier ratio of at least
+    ``needed_ratio`` (the standard bound ``log(1 - confidence) / log(1 - ratio^sample)``).
+
+    Args:
+        needed_ratio: the smallest inlier ratio of a model that would be accepted (0, 1].
+        sample: points in a minimal sample.
+        confidence: probability of success (0 < confidence < 1).
+        cap: upper bound (``ransac_max_iters``).
+
+    Returns:
+        Iterations, between 1 and ``cap``.
+    """
+    if needed_ratio >= 1.0:
+        return 1
+    hit = needed_ratio ** sample
+    if hit <= 0.0:
+        return cap
+    bound = math.log(1.0 - confidence) / math.log1p(-hit)
+    return int(max(1, min(cap, math.ceil(bound))))
+
+
 def _skew(v: np.ndarray) -> np.ndarray:
     return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
 
@@ -540,22 +577,25 @@ class Verifier:
             return {**out, 'reason': Reason.TOO_FEW_FEATURES}
         pairs = match_features(query, match, cfg.ratio)
         out['num_matches'] = len(pairs)
-        if len(pairs) < cfg.min_matches:
+        if len(pairs) < max(cfg.min_matches, cfg.min_inliers):  # cannot reach min_inliers
             return {**out, 'reason': Reason.TOO_FEW_MATCHES}
         qi, mi = pairs[:, 0], pairs[:, 1]
         cam = self.intrinsics
         q_px = cam.undistort(query.keypoints[qi]) if cam else query.keypoints[qi].astype(float)
         m_px = cam.undistort(match.keypoints[mi]) if cam else match.keypoints[mi].astype(float)
         out['model'] = Model.FUNDAMENTAL if cam is None else Model.ESSENTIAL
+        needed = max(cfg.min_inliers / len(pairs), cfg.min_inlier_ratio)
+        iterations = ransac_iterations(needed, SAMPLE_SIZE[out['model'].value],
+                                       cfg.ransac_confidence, cfg.ransac_max_iters)
         try:
             if cam is None:
                 model, mask = cv2.findFundamentalMat(
                     q_px, m_px, self._method, cfg.ransac_threshold_px, cfg.ransac_confidence,
-                    cfg.ransac_max_iters)
+                    iterations)
             else:
                 model, mask = cv2.findEssentialMat(
                     q_px, m_px, cam.matrix, self._method, cfg.ransac_confidence,
-                    cfg.ransac_threshold_px, cfg.ransac_max_iters)
+                    cfg.ransac_threshold_px, iterations)
         except cv2.error as err:  # e.g. USAC asserting on a degenerate point set
             log.debug('RANSAC failed: %s', err)
             return {**out, 'reason': Reason.DEGENERATE}

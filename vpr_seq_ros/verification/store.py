@@ -24,7 +24,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -286,6 +286,111 @@ class FeatureStore:
             store._remove(store._victim())
             store.evicted += 1
         return store
+
+
+class MapFeatures:
+    """A reference map's stored features, read in place (read-only).
+
+    The arrays are those of :meth:`FeatureStore.to_arrays` as a map holds them (memory-mapped
+    by :func:`vpr_seq_ros.refmap.load_map`): a keyframe's keypoints and descriptors are read
+    only when it is verified, so memory does not grow with the map.
+
+    Args:
+        arrays: ``format_version``, ``feature``, ``indices``, ``offsets``, ``image_sizes``,
+            ``keypoints_q8``, ``descriptors`` (and optionally ``has_depth``, ``depth_m``).
+
+    Raises:
+        VerificationError: missing arrays, another format version or inconsistent sizes.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        try:
+            version = int(np.asarray(arrays['format_version']))
+            self.feature = str(np.asarray(arrays['feature']))
+            self._indices = np.asarray(arrays['indices'], np.int64)
+            self._offsets = np.asarray(arrays['offsets'], np.int64)
+            self._sizes = np.asarray(arrays['image_sizes'])
+            self._keypoints = arrays['keypoints_q8']
+            self._descriptors = arrays['descriptors']
+        except KeyError as err:
+            raise VerificationError(f'the map\'s features lack {err}: rebuild the map with '
+                                    'features') from err
+        self._has_depth = arrays.get('has_depth')
+        self._depth = arrays.get('depth_m')
+        if version != FORMAT_VERSION:
+            raise VerificationError(f'the map\'s features have format version {version}, this '
+                                    f'code reads {FORMAT_VERSION}: rebuild the map with features')
+        n = len(self._indices)
+        if len(self._offsets) != n + 1 or int(self._offsets[-1]) != len(self._keypoints) or \
+                len(self._descriptors) != len(self._keypoints) or len(self._sizes) != n or \
+                (n > 1 and np.any(np.diff(self._indices) <= 0)) or \
+                np.any(np.diff(self._offsets) < 0):
+            raise VerificationError('the map\'s feature arrays have inconsistent sizes (a '
+                                    'truncated or corrupt map): rebuild the map with features')
+        if self.feature not in DESCRIPTOR_WIDTH:
+            raise VerificationError(f'the map holds features of unknown type {self.feature!r}')
+
+    def _row(self, index: int) -> int | None:
+        """Position of map frame ``index`` in the arrays, or None."""
+        k = int(np.searchsorted(self._indices, index))
+        return k if k < len(self._indices) and int(self._indices[k]) == int(index) else None
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, (int, np.integer)) and self._row(int(index)) is not None
+
+    @property
+    def indices(self) -> np.ndarray:
+        """``(K,)`` int64 map frames that have features, ascending."""
+        return self._indices
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of keypoints, descriptors and depths stored."""
+        total = int(self._keypoints.nbytes) + int(self._descriptors.nbytes)
+        return total + (int(self._depth.nbytes) if self._depth is not None else 0)
+
+    @property
+    def num_keypoints(self) -> int:
+        """Keypoints stored over all frames."""
+        return int(self._offsets[-1])
+
+    @property
+    def bytes_per_keyframe(self) -> float:
+        """Mean bytes per frame with features (0 when empty)."""
+        return self.nbytes / len(self) if len(self) else 0.0
+
+    def summary(self) -> dict[str, float | str]:
+        """Feature type, frames, keypoints and bytes (per frame too)."""
+        n = len(self)
+        return {'feature': self.feature, 'keyframes': n, 'bytes': self.nbytes,
+                'bytes_per_keyframe': self.bytes_per_keyframe,
+                'keypoints_per_keyframe': self.num_keypoints / n if n else 0.0}
+
+    def get(self, index: int) -> Features | None:
+        """The features of map frame ``index`` (read from the map now), or None."""
+        k = self._row(int(index))
+        if k is None:
+            return None
+        lo, hi = int(self._offsets[k]), int(self._offsets[k + 1])
+        depth = None
+        if self._has_depth is not None and self._depth is not None and bool(self._has_depth[k]):
+            depth = np.asarray(self._depth[lo:hi], np.float32)
+        points = np.asarray(self._keypoints[lo:hi], np.float32).reshape(-1, 2) / KEYPOINT_SCALE
+        return Features(self.feature, points, np.ascontiguousarray(self._descriptors[lo:hi]),
+                        (int(self._sizes[k, 0]), int(self._sizes[k, 1])), depth)
+
+    def nearest(self, index: int, max_offset: int) -> int | None:
+        """The map frame with features closest to ``index`` within ``max_offset`` (the lower
+        one on ties), or None."""
+        if self._row(int(index)) is not None:
+            return int(index)
+        pos = int(np.searchsorted(self._indices, index))
+        around = [int(self._indices[p]) for p in (pos - 1, pos) if 0 <= p < len(self._indices)]
+        around = [i for i in around if abs(i - index) <= max_offset]
+        return min(around, key=lambda i: (abs(i - index), i)) if around else None
 
 
 def build_feature_store(frames: Iterable[tuple[int, np.ndarray]], cfg: VerificationConfig,

@@ -48,7 +48,7 @@ import numpy as np
 from vpr_seq_ros.verification.config import VerificationConfig
 from vpr_seq_ros.verification.geometry import (CameraIntrinsics, FeatureExtractor, Reason,
                                                Verification, Verifier)
-from vpr_seq_ros.verification.store import FeatureStore
+from vpr_seq_ros.verification.store import FeatureStore, MapFeatures
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +160,22 @@ class VerificationStage:
         intrinsics: the camera; None until known (fundamental matrix, no pose). See
             :meth:`set_intrinsics`.
         reference: features of a reference map (localization mode): candidates' match indices
-            are looked up there; None in slam mode (own keyframes).
+            are looked up there, and the stage's own store keeps only the query keyframes
+            that can still be waiting for verification (the oldest go first); None in slam
+            mode (own keyframes, ``max_keyframes`` of them).
         clock: seconds for the budget; None uses the query keyframe's stamp (data time).
         threaded: verify on a background thread (live node) instead of synchronously.
     """
 
     def __init__(self, cfg: VerificationConfig, intrinsics: CameraIntrinsics | None = None,
-                 reference: FeatureStore | None = None,
+                 reference: FeatureStore | MapFeatures | None = None,
                  clock: Callable[[], float] | None = None, threaded: bool = False) -> None:
         self.cfg = cfg
-        self.store = FeatureStore.from_config(cfg)
+        if reference is None:
+            self.store = FeatureStore.from_config(cfg)
+        else:  # queries only: those waiting in both bounded queues, and a margin
+            bound = max(cfg.queue_depth, cfg.keep_recent) + cfg.queue_depth + 2
+            self.store = FeatureStore(cfg.feature, bound, 'oldest')
         self.reference = reference
         self.counters = VerificationCounters()
         self._extractor = FeatureExtractor(cfg)
@@ -260,6 +266,14 @@ class VerificationStage:
         for key in ('keyframes', 'bytes', 'bytes_per_keyframe', 'keypoints_per_keyframe'):
             out[f'verification.store.{key}'] = float(summary[key])
         return out
+
+    def store_arrays(self) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
+        """The own store's features as arrays for a map (None when empty) and its summary
+        (thread-safe)."""
+        with self._lock:
+            if not len(self.store):
+                return None, self.store.summary()
+            return self.store.to_arrays(), self.store.summary()
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Block until the worker has nothing left to do (replay end, tests).
