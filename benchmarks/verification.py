@@ -40,6 +40,7 @@ from vpr_seq_ros.config import load_config
 from vpr_seq_ros.encoders import build_encoder
 from vpr_seq_ros.machine import cpu_line
 from vpr_seq_ros.matching import seqmatch_settings
+from vpr_seq_ros.matching.score import distinctiveness as node_score
 from vpr_seq_ros.matching.seqmatch import seqmatch_batch
 from vpr_seq_ros.sources import open_source
 from vpr_seq_ros.verification import (CameraIntrinsics, FeatureExtractor, VerificationConfig,
@@ -171,14 +172,6 @@ def load_run(name: str, folders: list[Path], truth_fn, cfgs: dict[str, tuple],
                1e3 * elapsed / index)
 
 
-def distinctiveness(column: np.ndarray, value: float) -> float:
-    """Standard deviations below the mean of the finite distances (the node's score)."""
-    finite = column[np.isfinite(column)]
-    if finite.size < 2 or finite.std() <= 0:
-        return 0.0
-    return max((float(finite.mean()) - value) / float(finite.std()), 0.0)
-
-
 def appearance_candidates(run: Run, exclude: int, top_k: int
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``top_k`` best past keyframes (older than ``exclude`` keyframes) of every keyframe
@@ -195,14 +188,15 @@ def appearance_candidates(run: Run, exclude: int, top_k: int
     matrix = result.matrix
     query, match, score = [], [], []
     for q in range(matrix.shape[1]):
-        column = matrix[:max(q - exclude + 1, 0), q]
+        column = np.array(matrix[:q + 1, q], np.float64)
+        column[max(q - exclude + 1, 0):] = np.inf  # recent keyframes: never candidates
         finite = np.flatnonzero(np.isfinite(column))
         if not len(finite):
             continue
         order = finite[np.argsort(column[finite], kind='stable')][:top_k]
         query.append(q)
         match.append(np.pad(order, (0, top_k - len(order)), constant_values=-1))
-        score.append(distinctiveness(column, float(column[order[0]])))
+        score.append(float(node_score(column, column[order[:1]])[0]))
     return np.array(query), np.array(match).reshape(-1, top_k), np.array(score)
 
 
