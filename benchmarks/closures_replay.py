@@ -5,6 +5,9 @@ geometric verification, on runs with true revisits.
   revisits the first (same index = same place). Frame stamps are 1 s apart and each frame's
   ``x`` is its place index in metres, so the radius ground truth (``--radius-m``) is "within N
   places".
+* Gardens Point ``day_left`` then ``night_right`` (``night``): the same walk at night, a run
+  the tracks' settings below were not chosen on (a held-out check of them).
+* the demo route's reference then query (``demo``), ground truth from the route's poses.
 * Nordland summer then winter (1200 + 1200 frames, 64x32): a revisit months later.
 
 The verified rows use ``node.verification`` as the library defaults it (every closure needs
@@ -12,7 +15,8 @@ The verified rows use ``node.verification`` as the library defaults it (every cl
 track, 10 to continue one published in the last 10 keyframes within 2 keyframes of its
 offset), written over ``config/slam.yaml`` into a temporary parameter file.
 
-Usage: ``python benchmarks/closures_replay.py [--data ../shared/data] [--only gardens,nordland]``
+Usage: ``python benchmarks/closures_replay.py [--data ../shared/data] [--only RUNS]`` (RUNS:
+``gardens,night,demo,nordland``, the default).
 Prints the command each row came from. Needs ``../shared/data``.
 """
 
@@ -70,6 +74,25 @@ def two_pass_run(folder: Path, first: Path, second: Path, suffix: str) -> Path:
     return folder
 
 
+def posed_two_pass_run(folder: Path, first: Path, second: Path) -> Path:
+    """One run: the frames of ``first`` then those of ``second`` (symlinks), each frame's pose
+    taken from its folder's ``frames.csv`` (the demo route's metres, shared by both runs)."""
+    folder.mkdir(parents=True)
+    rows = []
+    for pass_, src in enumerate((first, second)):
+        with open(src / 'frames.csv', newline='') as handle:
+            for row in csv.DictReader(handle):
+                link = folder / f'{pass_}_{row["name"]}'
+                os.symlink(src / row['name'], link)
+                rows.append({'name': link.name, 'stamp_ns': (len(rows) + 1) * 1_000_000_000,
+                             'x': float(row['x']), 'y': float(row['y'])})
+    with open(folder / 'frames.csv', 'w', newline='') as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
 def replay_row(label: str, run: Path, out: Path, args: list[str]) -> None:
     command = ['replay', str(run), '--mode', 'slam', '--out', str(out), '--no-progress',
                *args]
@@ -103,7 +126,9 @@ def replay_row(label: str, run: Path, out: Path, args: list[str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data', type=Path, default=ROOT.parent / 'shared' / 'data')
-    parser.add_argument('--only', default='gardens,nordland')
+    parser.add_argument('--only', default='gardens,night,demo,nordland',
+                        help='comma-separated runs: gardens, night (held-out Gardens Point '
+                        'day_left + night_right), demo, nordland')
     args = parser.parse_args()
     if not args.data.is_dir():
         print(f'{args.data} not found: this benchmark needs the shared data', file=sys.stderr)
@@ -131,6 +156,33 @@ def main() -> int:
             replay_row('Gardens Point day_left + day_right, verified with tracks', run,
                        tmp_path / 'gp_t', [str(tracks) if a == slam else a for a in gp_args] +
                        ['--verify'])
+        if 'night' in args.only:  # held out: the tracks' settings were chosen on day_right
+            gp = args.data / 'gardens_point_walking'
+            run = two_pass_run(tmp_path / 'gpn', gp / 'day_left', gp / 'night_right', '.jpg')
+            gp_args = common + ['--exclude-recent-s', '30', '--radius-m', '2.5',
+                                '--min-score', '0', '--min-streak', '1']
+            replay_row('Gardens Point day_left + night_right, appearance only', run,
+                       tmp_path / 'gpn_a', gp_args)
+            replay_row('Gardens Point day_left + night_right, verified', run,
+                       tmp_path / 'gpn_v', gp_args + ['--verify'])
+            tracks = with_verification(Path(slam), tmp_path / 'slam_tracks.yaml', TRACKS)
+            replay_row('Gardens Point day_left + night_right, verified with tracks', run,
+                       tmp_path / 'gpn_t', [str(tracks) if a == slam else a for a in gp_args] +
+                       ['--verify'])
+        if 'demo' in args.only:
+            from vpr_seq_ros.demo_data import generate_route
+            ref, query = generate_route(tmp_path / 'demo_route')
+            run = posed_two_pass_run(tmp_path / 'demo', ref, query)
+            demo_args = common + ['--exclude-recent-s', '60', '--radius-m', '3',
+                                  '--min-score', '0', '--min-streak', '1']
+            replay_row('demo route reference + query, appearance only', run,
+                       tmp_path / 'demo_a', demo_args)
+            replay_row('demo route reference + query, verified', run, tmp_path / 'demo_v',
+                       demo_args + ['--verify'])
+            tracks = with_verification(Path(slam), tmp_path / 'slam_tracks.yaml', TRACKS)
+            replay_row('demo route reference + query, verified with tracks', run,
+                       tmp_path / 'demo_t',
+                       [str(tracks) if a == slam else a for a in demo_args] + ['--verify'])
         if 'nordland' in args.only:
             nl = args.data / 'nordland_64x32'
             run = two_pass_run(tmp_path / 'nl', nl / 'summer', nl / 'winter', '.png')
