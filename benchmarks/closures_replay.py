@@ -183,6 +183,9 @@ def main() -> int:
             replay_row('demo route reference + query, verified with tracks', run,
                        tmp_path / 'demo_t',
                        [str(tracks) if a == slam else a for a in demo_args] + ['--verify'])
+            replay_row('demo route reference + query, verified, poses as GPS within 10 m',
+                       run, tmp_path / 'demo_g', demo_args + ['--verify', '--search-radius-m',
+                                                              '10'])
         if 'nordland' in args.only:
             nl = args.data / 'nordland_64x32'
             run = two_pass_run(tmp_path / 'nl', nl / 'summer', nl / 'winter', '.png')

@@ -243,3 +243,42 @@ def test_slam_keyframe_bound_stops_storing_but_keeps_matching(caplog, tmp_path):
     core.cfg = replace(cfg, **{'node.keyframe.max_keyframes': 0})  # a run-time change
     core.on_frame(Frame(100, 20_000_000_000, descriptor=descs[0]))
     assert len(core.store) == 31
+
+
+def test_slam_search_radius_keeps_only_candidates_near_the_pose():
+    # A street whose second half repeats its first (places k and k + 25 look alike), driven
+    # twice with poses x = place (metres): appearance alone closes onto the look-alike half too;
+    # with a 5 m search radius every candidate, and so every closure, is within 5 m.
+    half = route_descriptors(25, seed=11)
+    rng = np.random.default_rng(12)
+    street = np.concatenate([half, half + 0.05 * rng.normal(size=half.shape).astype(np.float32)])
+    lap2 = street + 0.05 * rng.normal(size=street.shape).astype(np.float32)
+    descs = np.concatenate([street, lap2])
+    place = np.concatenate([np.arange(50.0), np.arange(50.0)])
+    results = {}
+    for radius in (0.0, 5.0):
+        cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 3.0,
+                                 'node.loop_closure.min_streak': 1,
+                                 'node.loop_closure.search_radius_m': radius})
+        core = NodeCore(cfg, IdentityEncoder())
+        closures = []
+        for f, x in zip(frames_of(descs), place):
+            core.on_odometry(f.stamp_ns, Pose(float(x), 0.0))
+            step = core.on_frame(f)
+            for c in step.hypothesis.candidates if radius and step.hypothesis else ():
+                assert abs(c.pose.x - x) <= 5.0
+            closures += step.loop_closures
+        results[radius] = [abs(place[c.query_index] - place[c.match_index]) for c in closures]
+    assert max(results[0.0]) >= 20, 'the look-alike half should fool appearance alone'
+    assert len(results[5.0]) >= 40 and max(results[5.0]) <= 5.0
+
+
+def test_slam_search_radius_ignores_keyframes_without_a_pose():
+    loop = route_descriptors(30, seed=13)
+    descs = np.concatenate([loop, loop])
+    cfg = cfg_for('slam', **{'node.loop_closure.exclude_recent_s': 3.0,
+                             'node.loop_closure.min_streak': 1,
+                             'node.loop_closure.search_radius_m': 1.0})
+    core = NodeCore(cfg, IdentityEncoder())  # no odometry, frames without poses
+    closures = [c for f in frames_of(descs) for c in core.on_frame(f).loop_closures]
+    assert len(closures) >= 20 and {c.query_index - c.match_index for c in closures} == {30}

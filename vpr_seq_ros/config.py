@@ -410,6 +410,11 @@ class LoopClosureConfig:
             to all past keyframes (encoder-independent; 0 disables).
         min_confidence: candidates must have at least this calibrated probability of being
             right (needs ``node.calibration``; 0 disables).
+        search_radius_m: with poses (odometry, GPS, a run's frames.csv), only keyframes within
+            this distance (metres) of the query keyframe's pose are candidates, like
+            RTAB-Map's ``RGBD/LocalRadius`` with ``Rtabmap/LoopGPS``; keyframes without a pose
+            stay candidates. Set it above the pose drift a loop can accumulate (0: no limit).
+            The score is still computed over every non-recent keyframe.
     """
 
     exclude_recent_s: float = 30.0
@@ -419,9 +424,12 @@ class LoopClosureConfig:
     max_distance: float = 0.0
     min_score: float = 0.0
     min_confidence: float = 0.0
+    search_radius_m: float = 0.0
 
     def __post_init__(self) -> None:
         _positive('node.loop_closure', 'exclude_recent_s', self.exclude_recent_s,
+                  allow_zero=True)
+        _positive('node.loop_closure', 'search_radius_m', self.search_radius_m,
                   allow_zero=True)
         _positive('node.loop_closure', 'exclude_recent_m', self.exclude_recent_m,
                   allow_zero=True)

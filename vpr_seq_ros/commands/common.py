@@ -139,6 +139,9 @@ FLAGS: dict[str, Flag] = {
                              'keyframes of the last S seconds', 'S'),
     'exclude-recent-m': Flag('node.loop_closure.exclude_recent_m', 'slam: never match '
                              'keyframes within M metres of path (needs odometry)', 'M'),
+    'search-radius-m': Flag('node.loop_closure.search_radius_m', 'slam: only keyframes '
+                            'within M metres of the query\'s pose are candidates (needs '
+                            'poses; 0: no limit)', 'M'),
     'min-streak': Flag('node.loop_closure.min_streak', 'slam: publish after K consistent '
                        'consecutive matches', 'K'),
     'streak-tolerance': Flag('node.loop_closure.streak_tolerance', 'slam: consecutive matches '
@@ -251,8 +254,9 @@ SEQMATCH_FLAGS = ('distance', 'contrast-window', 'slopes', 'velocity-kernel', 's
                   'seqgem-p')
 GT_FLAGS = ('gt', 'tolerance-frames', 'radius-m', 'recall-at', 'calibration')
 NODE_FLAGS = ('keyframe-min-distance-m', 'keyframe-min-interval-s', 'max-pose-distance',
-              'exclude-recent-s', 'exclude-recent-m', 'min-streak', 'streak-tolerance',
-              'max-distance', 'min-score', 'min-confidence', 'verify', 'min-inliers')
+              'exclude-recent-s', 'exclude-recent-m', 'search-radius-m', 'min-streak',
+              'streak-tolerance', 'max-distance', 'min-score', 'min-confidence', 'verify',
+              'min-inliers')
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:

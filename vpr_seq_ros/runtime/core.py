@@ -351,7 +351,9 @@ class NodeCore:
             self.verification.add_keyframe(self._keyframe_index, frame.image)
         if distances is not None and len(distances):
             query = QueryKeyframe(self._keyframe_index, frame.stamp_ns, self._session,
-                                  self._path.total_m if self._odom_pose is not None else None)
+                                  self._path.total_m if self._odom_pose is not None else None,
+                                  self._odom_pose if self._odom_pose is not None
+                                  else frame.pose)
             decision = self._decider.step(distances, self.store, query,
                                           self.cfg.node.loop_closure, self.cfg.matching.top_k,
                                           self._score_sample(distances), self.calibration)

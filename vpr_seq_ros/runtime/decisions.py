@@ -76,12 +76,14 @@ class QueryKeyframe:
         stamp_ns: its stamp.
         session: its time session (a backwards time jump starts a new one).
         path_m: accumulated path length (metres) when odometry has arrived, else None.
+        pose: its pose (the latest odometry, else the frame's own), when known.
     """
 
     index: int
     stamp_ns: int
     session: int
     path_m: float | None = None
+    pose: Pose | None = None
 
 
 def excluded_recent(store: KeyframeStore, query: QueryKeyframe, lc: LoopClosureConfig,
@@ -101,6 +103,23 @@ def excluded_recent(store: KeyframeStore, query: QueryKeyframe, lc: LoopClosureC
     if lc.exclude_recent_m > 0 and query.path_m is not None:
         excluded |= store.path_m[:n] > query.path_m - lc.exclude_recent_m
     return excluded
+
+
+def outside_radius(store: KeyframeStore, query: QueryKeyframe, lc: LoopClosureConfig,
+                   n: int) -> np.ndarray:
+    """Which of the first ``n`` keyframes lie farther than ``search_radius_m`` from the query's
+    pose (all False when the radius is 0 or the query has no pose; a keyframe without a pose
+    is never outside).
+
+    Returns:
+        ``(n,)`` bool, True where outside.
+    """
+    poses = store.poses
+    if lc.search_radius_m <= 0 or query.pose is None or poses is None:
+        return np.zeros(n, dtype=bool)
+    offset = poses[:n, :3] - np.array([query.pose.x, query.pose.y, query.pose.z])
+    with np.errstate(invalid='ignore'):
+        return np.einsum('ij,ij->i', offset, offset) > lc.search_radius_m ** 2
 
 
 class LoopClosureDecider:
@@ -135,7 +154,7 @@ class LoopClosureDecider:
         """
         n = len(distances)
         excluded = excluded_recent(store, query, lc, n)
-        masked = np.where(excluded, np.inf, distances)
+        masked = np.where(excluded | outside_radius(store, query, lc, n), np.inf, distances)
         poses = store.poses
         candidates = top_candidates(masked, top_k, store.stamps_ns[:n],
                                     None if poses is None else poses[:n],
@@ -159,4 +178,4 @@ class LoopClosureDecider:
 
 
 __all__ = ['LoopClosureDecider', 'QueryKeyframe', 'distinctiveness', 'excluded_recent',
-           'place_hypothesis', 'top_candidates']
+           'outside_radius', 'place_hypothesis', 'top_candidates']
