@@ -143,62 +143,42 @@ def main() -> int:
               '--exclude-recent-m', '0']
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        tracks = str(with_verification(Path(slam), tmp_path / 'slam_tracks.yaml', TRACKS))
+
+        def rows(label: str, run: Path, name: str, args: list[str]) -> None:
+            """Appearance only, verified, and verified with tracks."""
+            replay_row(f'{label}, appearance only', run, tmp_path / f'{name}_a', args)
+            replay_row(f'{label}, verified', run, tmp_path / f'{name}_v', args + ['--verify'])
+            replay_row(f'{label}, verified with tracks', run, tmp_path / f'{name}_t',
+                       [tracks if a == slam else a for a in args] + ['--verify'])
+
+        gp = args.data / 'gardens_point_walking'
+        gp_args = common + ['--exclude-recent-s', '30', '--radius-m', '2.5', '--min-score', '0',
+                            '--min-streak', '1']
         if 'gardens' in args.only:
-            gp = args.data / 'gardens_point_walking'
-            run = two_pass_run(tmp_path / 'gp', gp / 'day_left', gp / 'day_right', '.jpg')
-            gp_args = common + ['--exclude-recent-s', '30', '--radius-m', '2.5',
-                                '--min-score', '0', '--min-streak', '1']
-            replay_row('Gardens Point day_left + day_right, appearance only', run,
-                       tmp_path / 'gp_a', gp_args)
-            replay_row('Gardens Point day_left + day_right, verified', run,
-                       tmp_path / 'gp_v', gp_args + ['--verify'])
-            tracks = with_verification(Path(slam), tmp_path / 'slam_tracks.yaml', TRACKS)
-            replay_row('Gardens Point day_left + day_right, verified with tracks', run,
-                       tmp_path / 'gp_t', [str(tracks) if a == slam else a for a in gp_args] +
-                       ['--verify'])
+            rows('Gardens Point day_left + day_right',
+                 two_pass_run(tmp_path / 'gp', gp / 'day_left', gp / 'day_right', '.jpg'),
+                 'gp', gp_args)
         if 'night' in args.only:  # held out: the tracks' settings were chosen on day_right
-            gp = args.data / 'gardens_point_walking'
-            run = two_pass_run(tmp_path / 'gpn', gp / 'day_left', gp / 'night_right', '.jpg')
-            gp_args = common + ['--exclude-recent-s', '30', '--radius-m', '2.5',
-                                '--min-score', '0', '--min-streak', '1']
-            replay_row('Gardens Point day_left + night_right, appearance only', run,
-                       tmp_path / 'gpn_a', gp_args)
-            replay_row('Gardens Point day_left + night_right, verified', run,
-                       tmp_path / 'gpn_v', gp_args + ['--verify'])
-            tracks = with_verification(Path(slam), tmp_path / 'slam_tracks.yaml', TRACKS)
-            replay_row('Gardens Point day_left + night_right, verified with tracks', run,
-                       tmp_path / 'gpn_t', [str(tracks) if a == slam else a for a in gp_args] +
-                       ['--verify'])
+            rows('Gardens Point day_left + night_right',
+                 two_pass_run(tmp_path / 'gpn', gp / 'day_left', gp / 'night_right', '.jpg'),
+                 'gpn', gp_args)
         if 'demo' in args.only:
             from vpr_seq_ros.demo_data import generate_route
             ref, query = generate_route(tmp_path / 'demo_route')
             run = posed_two_pass_run(tmp_path / 'demo', ref, query)
             demo_args = common + ['--exclude-recent-s', '60', '--radius-m', '3',
                                   '--min-score', '0', '--min-streak', '1']
-            replay_row('demo route reference + query, appearance only', run,
-                       tmp_path / 'demo_a', demo_args)
-            replay_row('demo route reference + query, verified', run, tmp_path / 'demo_v',
-                       demo_args + ['--verify'])
-            tracks = with_verification(Path(slam), tmp_path / 'slam_tracks.yaml', TRACKS)
-            replay_row('demo route reference + query, verified with tracks', run,
-                       tmp_path / 'demo_t',
-                       [str(tracks) if a == slam else a for a in demo_args] + ['--verify'])
+            rows('demo route reference + query', run, 'demo', demo_args)
             replay_row('demo route reference + query, verified, poses as GPS within 10 m',
                        run, tmp_path / 'demo_g', demo_args + ['--verify', '--search-radius-m',
                                                               '10'])
         if 'nordland' in args.only:
             nl = args.data / 'nordland_64x32'
-            run = two_pass_run(tmp_path / 'nl', nl / 'summer', nl / 'winter', '.png')
-            nl_args = common + ['--exclude-recent-s', '60', '--radius-m', '1.5',
-                                '--min-score', '0', '--min-streak', '1']
-            replay_row('Nordland summer + winter, appearance only', run, tmp_path / 'nl_a',
-                       nl_args)
-            replay_row('Nordland summer + winter, verified', run, tmp_path / 'nl_v',
-                       nl_args + ['--verify'])
-            tracks = with_verification(Path(slam), tmp_path / 'slam_tracks.yaml', TRACKS)
-            replay_row('Nordland summer + winter, verified with tracks', run,
-                       tmp_path / 'nl_t', [str(tracks) if a == slam else a for a in nl_args] +
-                       ['--verify'])
+            rows('Nordland summer + winter',
+                 two_pass_run(tmp_path / 'nl', nl / 'summer', nl / 'winter', '.png'), 'nl',
+                 common + ['--exclude-recent-s', '60', '--radius-m', '1.5', '--min-score', '0',
+                           '--min-streak', '1'])
     return 0
 
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = 'vpr_seq_ros'
@@ -33,6 +33,18 @@ def ros_available() -> bool:
     except ImportError:
         return False
     return shutil.which('ros2') is not None
+
+
+def rclpy_context() -> Iterator[Any]:
+    """A fresh rclpy context, shut down afterwards (the body of the tests' ``context``
+    fixture)."""
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
 
 
 def ament_prefix(root: Path) -> Path:

@@ -17,6 +17,7 @@ pytest.importorskip('std_srvs.srv')
 pytest.importorskip('diagnostic_msgs.msg')
 
 from rclpy.context import Context  # noqa: E402
+from ros_helpers import rclpy_context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
@@ -34,10 +35,7 @@ from vpr_seq_ros.types import Pose  # noqa: E402
 
 @pytest.fixture
 def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+    yield from rclpy_context()
 
 
 def make_node(context: Context, **params: object) -> VprSeqNode:

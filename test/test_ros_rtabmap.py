@@ -27,6 +27,7 @@ pytest.importorskip('std_srvs.srv')
 
 import rtabmap_fixture  # noqa: E402
 from rclpy.context import Context  # noqa: E402
+from ros_helpers import rclpy_context  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
@@ -61,10 +62,7 @@ def rtabmap_msgs() -> Path:
 
 @pytest.fixture
 def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+    yield from rclpy_context()
 
 
 def slam_params(tmp_path: Path, **extra: object) -> list[Parameter]:
