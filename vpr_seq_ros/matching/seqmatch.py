@@ -41,8 +41,8 @@ from typing import Callable, Literal
 import numpy as np
 
 from vpr_seq_ros.errors import MatchingError
-from vpr_seq_ros.matching.distances import (contrast_enhance, distance_column, distance_matrix,
-                                            squared_norms)
+from vpr_seq_ros.matching.distances import (RowBlocks, contrast_enhance, distance_column,
+                                            distance_matrix, squared_norms)
 from vpr_seq_ros.matching.windows import segment_bounds, window_starts
 from vpr_seq_ros.types import Matches
 
@@ -454,8 +454,13 @@ class OnlineSeqMatcher:
     appended with ``push(..., append=True)``); the running sums stay exact because the column
     pushed k frames ago then covers exactly the first N - k references.
 
+    A float16 map is kept float16 (e.g. memory-mapped): each push reads it as float32 a block
+    of rows at a time (:class:`~vpr_seq_ros.matching.distances.RowBlocks`), so resident memory
+    is the map's bytes plus O(N * L) for the sums and columns, never a float32 copy.
+
     Args:
-        ref_desc: ``(N, D)`` reference frame descriptors (N may be 0 when growing).
+        ref_desc: ``(N, D)`` float32 or float16 reference frame descriptors (N may be 0 when
+            growing; a growing set is converted to float32 on its first append).
         settings: must use ``window='trailing'``.
         ref_segments: ``(N,)`` reference segment ids.
         resync_every: recompute the running sums exactly from the stored columns every this
@@ -468,7 +473,8 @@ class OnlineSeqMatcher:
                  capacity: int = 1024) -> None:
         if settings.window != 'trailing':
             raise MatchingError('online matching uses trailing windows (the last L frames)')
-        ref_desc = np.asarray(ref_desc, dtype=np.float32)
+        if getattr(ref_desc, 'dtype', None) != np.float16:  # float16 stays float16
+            ref_desc = np.asarray(ref_desc, dtype=np.float32)
         if ref_desc.ndim != 2:
             raise MatchingError(f'reference descriptors must be (N, D), got {ref_desc.shape}')
         self.settings = settings
@@ -479,7 +485,9 @@ class OnlineSeqMatcher:
             np.asarray(ref_segments, dtype=np.int64)
         self._capacity = self._n
         self._grow_to = max(capacity, 1)
-        self._ref_sq = squared_norms(ref_desc) if settings.metric == 'euclidean' else None
+        self._blocks = RowBlocks(ref_desc) if ref_desc.dtype == np.float16 else None
+        self._ref_sq = (squared_norms(ref_desc) if self._blocks is None else
+                        self._blocks.squared_norms()) if settings.metric == 'euclidean' else None
         self._kernels = build_kernels(settings)
         self._ref_kernel = reference_kernel(self._kernels)
         self._refresh_segments()
@@ -510,6 +518,7 @@ class OnlineSeqMatcher:
         dim = self._refs.shape[1]
         refs = np.empty((capacity, dim), dtype=np.float32)
         refs[:self._n] = self._refs[:self._n]
+        self._blocks = None  # a growing set is float32
         segments = np.zeros(capacity, np.int64)
         segments[:self._n] = self._segments[:self._n]
         self._refs, self._segments = refs, segments
@@ -605,7 +614,7 @@ class OnlineSeqMatcher:
         self._segment = segment
         settings = self.settings
         n, length = self._n, settings.length
-        refs = self._refs[:n]
+        refs = self._refs[:n] if self._blocks is None else self._blocks
         column = distance_column(refs, descriptor, settings.metric,
                                  None if self._ref_sq is None else self._ref_sq[:n])
         if settings.contrast_window and n:

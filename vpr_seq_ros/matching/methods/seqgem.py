@@ -130,9 +130,11 @@ class SeqGemStream(StreamingMatcher):
             valid = window_starts(segments, length, 'trailing')[1]
         else:
             seq, valid = sequence_descriptors(references.descriptors, length, p, segments)
-        seq = np.asarray(seq, np.float32)
+        # stored float16 descriptors stay float16 (a fixed map: nothing is appended to them)
+        seq = seq if seq.dtype == np.float16 and not references.growing else \
+            np.asarray(seq, np.float32)
         sq = squared_norms(seq) if len(seq) else np.zeros(0, np.float32)
-        self._seq = GrowingArray(seq.shape[1:], np.float32, initial=seq)
+        self._seq = GrowingArray(seq.shape[1:], seq.dtype, initial=seq)
         self._sq = GrowingArray((), np.float32, initial=sq)
         self._valid = GrowingArray((), bool, initial=np.asarray(valid, bool))
         self._buffer = WindowBuffer(length)

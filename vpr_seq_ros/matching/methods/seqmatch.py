@@ -48,9 +48,11 @@ class OnlineStream(StreamingMatcher):
 
     def __init__(self, references: References, settings: SeqMatchSettings) -> None:
         settings = replace(settings, window='trailing')  # a robot only has the past
-        refs = np.asarray(references.descriptors, np.float32)
+        refs = references.descriptors  # a float16 map stays float16 (read in blocks)
         if references.growing:
-            refs = refs.copy()  # the matcher's buffer replaces the store's
+            refs = np.array(refs, np.float32)  # the matcher's buffer replaces the store's
+        elif refs.dtype != np.float16:
+            refs = np.asarray(refs, np.float32)
         self._online = OnlineSeqMatcher(refs, settings, references.segments)
         if references.growing:
             references.keep_frames_in(self)
