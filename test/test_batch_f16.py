@@ -100,7 +100,7 @@ def test_every_method_streams_a_float16_map_without_a_float32_copy(tmp_path, met
              for v in vars(inner).values() if isinstance(v, np.ndarray)]
     assert not any(v.dtype == np.float32 and v.size >= descs.size for v in held)
     queries = route(30, 32, seed=2)
-    for j, q in enumerate(queries):
+    for q in queries:
         a, b = stream.push(q, 0), reference.push(q, 0)
         if b is None:
             assert a is None
