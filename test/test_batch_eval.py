@@ -92,3 +92,66 @@ def test_more_candidates_than_anchors_pad_with_minus_one():
     row = got.matches.ref_indices[-1]
     assert sorted(row[row >= 0]) == list(range(4, 30))  # every anchor with a window, once
     assert (row[26:] == -1).all() and np.isinf(got.matches.distances[-1, 26:]).all()
+
+
+def test_blocked_flat_search_equals_one_faiss_index_over_the_valid_rows():
+    import faiss
+
+    from vpr_seq_ros.matching.index import FlatL2Index
+
+    rng = np.random.default_rng(4)
+    refs = rng.random((3000, 16), dtype=np.float32)
+    valid = rng.random(3000) > 0.3
+    queries = rng.random((45, 16), dtype=np.float32)  # faiss's BLAS path (>= 20 queries)
+    rows = np.flatnonzero(valid)
+    whole = faiss.IndexFlatL2(16)
+    whole.add(refs[rows])
+    sq, found = whole.search(queries, 9)
+    idx, dist = FlatL2Index(refs, valid, block=700).search(queries, 9)
+    np.testing.assert_array_equal(idx, rows[found])
+    np.testing.assert_array_equal(dist, np.sqrt(np.maximum(sq, 0.0)).astype(np.float64))
+    idx, dist = FlatL2Index(refs[:5], None, block=2).search(queries[:2], 9)
+    assert (idx[:, 5:] == -1).all() and np.isinf(dist[:, 5:]).all()
+
+
+@pytest.mark.parametrize('window', ['trailing', 'centred'])
+def test_seqgem_search_in_blocks_equals_all_sequence_descriptors_at_once(window):
+    from vpr_seq_ros.matching.index import FlatL2Index, search_matches
+    from vpr_seq_ros.matching.seqgem import sequence_descriptors, sequence_search
+
+    refs = np.abs(route(500, 16))
+    ref_seg = (np.arange(500) >= 300).astype(np.int64)
+    queries = np.abs(route(60, 16, seed=7))
+    q_seq, q_valid = sequence_descriptors(queries, 5, 3.0, None, window)
+    ref_seq, ref_valid = sequence_descriptors(refs, 5, 3.0, ref_seg, window)
+    want = search_matches(FlatL2Index(ref_seq, ref_valid), q_seq, q_valid, 10)
+    got, got_valid = sequence_search(refs.astype(np.float16).astype(np.float32), 5, 3.0,
+                                     ref_seg, window, q_seq, q_valid, 10, block=37)
+    np.testing.assert_array_equal(got_valid, ref_valid)
+    got_f32, _ = sequence_search(refs, 5, 3.0, ref_seg, window, q_seq, q_valid, 10, block=37)
+    np.testing.assert_array_equal(got_f32.ref_indices, want.ref_indices)
+    np.testing.assert_array_equal(got_f32.distances, want.distances)
+    assert got.valid.sum() == want.valid.sum()
+
+
+@pytest.mark.parametrize('method', ['single', 'seqgem', 'seqmatch'])
+def test_evaluate_keeps_no_matrix_unless_asked_and_matches_the_same(method):
+    from vpr_seq_ros.config import load_config
+    from vpr_seq_ros.pipeline import evaluate_encoded
+    from vpr_seq_ros.refmap import ReferenceMap, make_manifest
+    from vpr_seq_ros.types import EncodedRun
+
+    refs = np.abs(route(300, 16))
+    queries = np.abs(refs[50:110] + 0.02 * route(60, 16, seed=9))
+    run = EncodedRun(refs, np.arange(300, dtype=np.int64) * 10**8, None,
+                     np.zeros(300, np.int64))
+    refmap = ReferenceMap(run, make_manifest({'name': 'npy'}, 4, 'test', 'float32', 300, 16))
+    query = EncodedRun(queries, np.arange(60, dtype=np.int64) * 10**8, None,
+                       np.zeros(60, np.int64))
+    cfg = load_config(overrides={'encoder.name': 'npy', 'matching.method': method,
+                                 'sequence.length': 4, 'evaluation.tolerance_frames': 50})
+    lean = evaluate_encoded(refmap, query, cfg, keep_matrix=False)
+    full = evaluate_encoded(refmap, query, cfg, keep_matrix=True)
+    assert lean.output.matrix is None and full.output.matrix.shape == (300, 60)
+    assert_same_matches(lean.output.matches, full.output.matches)
+    assert lean.metrics.recall_at == full.metrics.recall_at

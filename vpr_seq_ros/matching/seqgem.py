@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from vpr_seq_ros.matching.windows import window_starts
+from vpr_seq_ros.types import Matches
 
 SEQGEM_EPS = 1e-6
 _BLOCK = 8192
@@ -41,13 +42,63 @@ def sequence_descriptors(frames: np.ndarray, length: int, p: float,
     starts, valid = window_starts(segments, length, window)
     out = np.zeros(frames.shape, dtype=np.float32)
     anchors = np.flatnonzero(valid)
-    frames = np.asarray(frames)
     for lo in range(0, len(anchors), _BLOCK):
         block = anchors[lo:lo + _BLOCK]
-        first = int(starts[block].min())
-        last = int(starts[block].max()) + length
-        powered = np.power(np.maximum(frames[first:last].astype(np.float64), SEQGEM_EPS), p)
-        windows = np.lib.stride_tricks.sliding_window_view(powered, length, axis=0)
-        mean = windows[starts[block] - first].mean(axis=-1)
-        out[block] = np.power(mean, 1.0 / p).astype(np.float32)
+        out[block] = _pooled(frames, starts[block], length, p)
     return out, valid
+
+
+def _pooled(frames: np.ndarray, starts: np.ndarray, length: int, p: float) -> np.ndarray:
+    """SeqGeM of the windows starting at ``starts`` (sorted): ``(B, D)`` float32."""
+    first = int(starts.min())
+    last = int(starts.max()) + length
+    powered = np.power(np.maximum(np.asarray(frames[first:last], dtype=np.float64),
+                                  SEQGEM_EPS), p)
+    windows = np.lib.stride_tricks.sliding_window_view(powered, length, axis=0)
+    mean = windows[starts - first].mean(axis=-1)
+    return np.power(mean, 1.0 / p).astype(np.float32)
+
+
+def sequence_search(frames: np.ndarray, length: int, p: float, segments: np.ndarray | None,
+                    window: str, queries: np.ndarray, query_valid: np.ndarray,
+                    k: int, block: int = _BLOCK) -> tuple[Matches, np.ndarray]:
+    """Nearest reference anchors (L2 between SeqGeM descriptors) of every query descriptor,
+    in bounded memory: the reference sequence descriptors are made and searched a block of
+    anchors at a time, never all at once. The results equal those of
+    :func:`sequence_descriptors` followed by one exact index over all of them.
+
+    Args:
+        frames: ``(N, D)`` reference frame descriptors (float32 or float16).
+        length: L.
+        p: SeqGeM exponent.
+        segments: ``(N,)`` reference segment ids.
+        window: ``'trailing'`` or ``'centred'``.
+        queries: ``(M, D)`` query sequence descriptors.
+        query_valid: ``(M,)`` bool, the queries that have a window.
+        k: candidates per query.
+        block: reference anchors per block.
+
+    Returns:
+        ``(matches, ref_valid)``: top-k per query, and ``(N,)`` bool anchors with a window.
+    """
+    from vpr_seq_ros.matching.index import FlatL2Index, merge_top_k
+
+    n = frames.shape[0]
+    segments = np.zeros(n, np.int64) if segments is None else np.asarray(segments)
+    starts, ref_valid = window_starts(segments, length, window)
+    m = queries.shape[0]
+    rows = np.flatnonzero(query_valid)
+    idx = np.full((len(rows), k), -1, np.int64)
+    dist = np.full((len(rows), k), np.inf)
+    anchors = np.flatnonzero(ref_valid)
+    if len(rows):
+        for lo in range(0, len(anchors), block):
+            chunk = anchors[lo:lo + block]
+            found, far = FlatL2Index(_pooled(frames, starts[chunk], length, p)).search(
+                queries[rows], k)
+            found = np.where(found >= 0, chunk[np.maximum(found, 0)], -1)
+            idx, dist = merge_top_k(idx, dist, found, far, k)
+    ref_idx = np.full((m, k), -1, np.int64)
+    ref_dist = np.full((m, k), np.inf)
+    ref_idx[rows], ref_dist[rows] = idx, dist
+    return Matches(ref_idx, ref_dist, np.asarray(query_valid, bool).copy()), ref_valid

@@ -42,7 +42,7 @@ import numpy as np
 
 from vpr_seq_ros.errors import MatchingError
 from vpr_seq_ros.matching.distances import (RowBlocks, contrast_enhance, distance_column,
-                                            distance_matrix, squared_norms)
+                                            squared_norms)
 from vpr_seq_ros.matching.windows import segment_bounds, window_starts
 from vpr_seq_ros.types import Matches
 

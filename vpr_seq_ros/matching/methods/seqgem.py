@@ -19,7 +19,7 @@ from vpr_seq_ros.matching.index import FlatL2Index, search_matches
 from vpr_seq_ros.matching.methods.base import (GrowingArray, MatchOutput, Precomputed,
                                                References, SequenceMethod, StreamingMatcher,
                                                WindowBuffer)
-from vpr_seq_ros.matching.seqgem import seqgem, sequence_descriptors
+from vpr_seq_ros.matching.seqgem import seqgem, sequence_descriptors, sequence_search
 from vpr_seq_ros.matching.windows import window_starts
 from vpr_seq_ros.types import EncodedRun
 
@@ -56,10 +56,17 @@ class SeqGem(SequenceMethod):
     def batch(self, ref: EncodedRun, query: EncodedRun, top_k: int,
               keep_matrix: bool) -> MatchOutput:
         length, p, window = self.length, self.p, self.window
-        ref_seq, ref_valid = sequence_descriptors(ref.descriptors, length, p, ref.segments,
-                                                  window)
         q_seq, q_valid = sequence_descriptors(query.descriptors, length, p, query.segments,
                                               window)
+        if not keep_matrix:  # bounded memory: reference descriptors made block by block
+            matches, ref_valid = sequence_search(ref.descriptors, length, p, ref.segments,
+                                                 window, q_seq, q_valid, top_k)
+            if not ref_valid.any():
+                raise MatchingError(f'no reference segment is at least {length} frames long '
+                                    f'(sequence.length)')
+            return MatchOutput(matches, ref_valid, None)
+        ref_seq, ref_valid = sequence_descriptors(ref.descriptors, length, p, ref.segments,
+                                                  window)
         if not ref_valid.any():
             raise MatchingError(f'no reference segment is at least {length} frames long '
                                 f'(sequence.length)')
