@@ -358,12 +358,14 @@ class _Stats:
         self.m2 = np.zeros(m)
 
     def add(self, rows: np.ndarray, values: np.ndarray) -> None:
-        """Fold in ``(B, C)`` float64 values of the queries ``rows`` (every entry counts)."""
+        """Fold in ``(B, C)`` values of the queries ``rows`` (every entry counts); sums in
+        float64, two passes over the values."""
         c = values.shape[1]
         if c == 0:
             return
-        mean = values.mean(axis=1)
-        m2 = ((values - mean[:, None]) ** 2).sum(axis=1)
+        v = np.asarray(values, dtype=np.float64)
+        mean = v.sum(axis=1) / c
+        m2 = np.maximum(np.einsum('ij,ij->i', v, v) - c * mean * mean, 0.0)
         n_a = self.count[rows]
         total = n_a + c
         delta = mean - self.mean[rows]
@@ -397,6 +399,9 @@ class _Tiled:
                 r_valid = np.zeros(n, dtype=bool)
             self.kernels.append((kern, r_starts, r_valid))
         self.ref = reference_kernel([k for k, _, _ in self.kernels])
+        self.ref_valid = np.zeros(n, dtype=bool)
+        for _, _, r_valid in self.kernels:
+            self.ref_valid |= r_valid
         self.penalties = [0.0 if k.is_identity else
                           settings.slope_penalty * abs(float(np.log(k.slope)))
                           for k, _, _ in self.kernels]
@@ -404,6 +409,7 @@ class _Tiled:
         self.queries = np.asarray(query_desc, dtype=np.float32)
         euclid = settings.metric == 'euclidean'
         self.q_sq = squared_norms(self.queries) if euclid else None
+        self.queries_m2 = -2.0 * self.queries if euclid else None
         margin = max(k.span for k, _, _ in self.kernels) + length + \
             2 * (settings.contrast_window or 0) + 1
         self.rows = RowBlocks(ref_desc, self.ref_block + margin)
@@ -428,8 +434,7 @@ class _Tiled:
         (contrast-enhanced when configured)."""
         queries = self.queries[first:last]
         if self.settings.metric == 'euclidean':
-            dots = np.matmul(queries, rows.T)
-            dots *= -2.0
+            dots = np.matmul(self.queries_m2[first:last], rows.T)  # -2 q.r, exactly
             sq = self.q_sq[first:last, None] + rows_sq[None, :]
             sq += dots
             np.maximum(sq, 0.0, out=sq)
@@ -448,7 +453,7 @@ class _Tiled:
 
     def _kernel_scores(self, dist: np.ndarray, lo: int, index: int, a0: int, a1: int,
                        q_anchor: np.ndarray) -> np.ndarray | None:
-        """``(B, a1 - a0)`` float64 sequence distances of one kernel (inf: no window), or None
+        """``(B, a1 - a0)`` float32 sequence distances of one kernel (inf: no window), or None
         when no anchor of the block has a window under it."""
         kern, r_starts, r_valid = self.kernels[index]
         valid = r_valid[a0:a1]
@@ -457,7 +462,7 @@ class _Tiled:
         starts = r_starts[a0:a1][valid]
         s_lo, s_hi = int(starts.min()), int(starts.max())
         width = s_hi - s_lo + 1
-        acc = np.zeros((len(q_anchor), width), dtype=np.float64)
+        acc: np.ndarray | None = None
         for k, back, weight in zip(kern.frames_back, kern.rows_back, kern.weights):
             off = s_lo - lo + kern.span - 1 - int(back)
             cols = q_anchor - int(k)
@@ -465,15 +470,17 @@ class _Tiled:
                 part = dist[int(cols[0]):int(cols[-1]) + 1, off:off + width]
             else:
                 part = dist[cols, off:off + width]
-            if weight == 1.0:
-                acc += part
+            if weight != 1.0:
+                part = np.float32(weight) * part
+            if acc is None:
+                acc = np.array(part, dtype=np.float32)
             else:
-                acc += weight * part.astype(np.float64)
+                acc += part
         length = self.settings.length
         if bool(valid.all()) and width == a1 - a0 and np.all(np.diff(starts) == 1):
-            acc /= length
+            acc /= np.float32(length)
             return acc
-        scores = np.full((len(q_anchor), a1 - a0), np.inf)
+        scores = np.full((len(q_anchor), a1 - a0), np.inf, dtype=np.float32)
         scores[:, np.flatnonzero(valid)] = acc[:, starts - s_lo] / length
         return scores
 
@@ -532,10 +539,9 @@ class _Tiled:
                 continue
             if self.standardise:
                 best = mean[self.ref][block, None] + std[self.ref][block, None] * best
-            scores32 = best.astype(np.float32)
-            cols = np.isfinite(scores32).all(axis=0)
-            finite.add(block, scores32[:, cols].astype(np.float64) if not cols.all() else
-                       scores32.astype(np.float64))
+            scores32 = best if best.dtype == np.float32 else best.astype(np.float32)
+            cols = self.ref_valid[a0:a1]  # finite there, inf elsewhere
+            finite.add(block, scores32 if cols.all() else scores32[:, cols])
             _merge_top_k(ref_idx, ref_dist, block, scores32, a0, top_k)
             if matrix is not None:
                 matrix[a0:a1][:, block] = scores32.T
@@ -545,29 +551,50 @@ class _Tiled:
         enough = finite.count >= 2
         col_mean[enough] = finite.mean[enough]
         col_std[enough] = np.sqrt(finite.m2[enough] / finite.count[enough])
-        ref_valid = np.zeros(n, dtype=bool)
-        for _, _, r_valid in self.kernels:
-            ref_valid |= r_valid
         return SeqMatchResult(Matches(ref_idx, ref_dist, self.q_valid.copy()), matrix,
-                              ref_valid, col_mean, col_std)
+                              self.ref_valid.copy(), col_mean, col_std)
 
 
 def _merge_top_k(ref_idx: np.ndarray, ref_dist: np.ndarray, block: np.ndarray,
                  scores: np.ndarray, a0: int, k: int) -> None:
     """Fold a tile's ``(B, C)`` scores (anchors ``a0 ..``) into the running top-K of the
-    queries ``block``: smallest first, ties by anchor index."""
-    c = scores.shape[1]
-    if c > k:
-        cand = np.argpartition(scores, k - 1, axis=1)[:, :k]
-    else:
-        cand = np.broadcast_to(np.arange(c), scores.shape)
-    vals = np.take_along_axis(scores, cand, axis=1).astype(np.float64)
-    all_idx = np.concatenate([ref_idx[block], cand + a0], axis=1)
-    all_val = np.concatenate([ref_dist[block], vals], axis=1)
-    all_idx[~np.isfinite(all_val)] = np.iinfo(np.int64).max  # no window: after every anchor
-    order = np.lexsort((all_idx, all_val), axis=1)[:, :k]
-    ref_idx[block] = np.take_along_axis(all_idx, order, axis=1)
-    ref_dist[block] = np.take_along_axis(all_val, order, axis=1)
+    queries ``block``: smallest first, ties by anchor index.
+
+    Only entries below a query's current k-th distance can enter (tiles come in increasing
+    anchor order, so an equal one ranks after it): one comparison pass finds them, and the
+    partial sort runs only on rows with more than k of them (the first tiles).
+    """
+    mask = scores < ref_dist[block, k - 1][:, None]
+    counts = np.count_nonzero(mask, axis=1)
+    big = counts > k
+    if big.any():
+        rows = np.flatnonzero(big)
+        sub = scores[rows]
+        cand = np.argpartition(sub, k - 1, axis=1)[:, :k]
+        _fold(ref_idx, ref_dist, block[rows], cand + a0,
+              np.take_along_axis(sub, cand, axis=1), k)
+    small = (counts > 0) & ~big
+    if small.any():
+        rows = np.flatnonzero(small)
+        r, c = np.nonzero(mask[rows])  # row-major: each row's columns in order
+        per_row = counts[rows]
+        pos = np.arange(len(r)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        cand = np.full((len(rows), int(per_row.max())), -1, np.int64)
+        vals = np.full(cand.shape, np.inf)
+        cand[r, pos] = c + a0
+        vals[r, pos] = scores[rows[r], c]
+        _fold(ref_idx, ref_dist, block[rows], cand, vals, k)
+
+
+def _fold(ref_idx: np.ndarray, ref_dist: np.ndarray, rows: np.ndarray, cand: np.ndarray,
+          vals: np.ndarray, k: int) -> None:
+    """Merge candidates (``-1`` / inf: none) into the running top-K of ``rows``."""
+    all_idx = np.concatenate([ref_idx[rows], cand], axis=1)
+    all_val = np.concatenate([ref_dist[rows], vals.astype(np.float64)], axis=1)
+    key = np.where(np.isfinite(all_val), all_idx, np.iinfo(np.int64).max)
+    order = np.lexsort((key, all_val), axis=1)[:, :k]
+    ref_idx[rows] = np.take_along_axis(all_idx, order, axis=1)
+    ref_dist[rows] = np.take_along_axis(all_val, order, axis=1)
 
 
 def seqmatch_distances(frame_dist: np.ndarray, settings: SeqMatchSettings, top_k: int = 20,
