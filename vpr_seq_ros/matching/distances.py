@@ -161,6 +161,17 @@ class RowBlocks:
         return out
 
 
+def to_float32(rows: np.ndarray) -> np.ndarray:
+    """``(B, D)`` rows as float32: float16 converted as :class:`RowBlocks` does (a new array),
+    float32 as is."""
+    if rows.dtype != np.float16 or rows.ndim != 2:
+        return np.asarray(rows, dtype=np.float32)
+    session = _ort_session('cast')
+    if session is None:
+        return rows.astype(np.float32)
+    return session.run(None, {'h': np.ascontiguousarray(rows)})[0]
+
+
 def as_blocks(refs: np.ndarray | RowBlocks) -> RowBlocks:
     """``refs`` as :class:`RowBlocks` (unchanged when it already is)."""
     return refs if isinstance(refs, RowBlocks) else RowBlocks(refs)
