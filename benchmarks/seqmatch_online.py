@@ -18,7 +18,9 @@ vectors; timings are medians over the timed frames. Run: ``python benchmarks/seq
 
 The ``online f16`` column is the same matcher on the map stored as float16 and kept float16
 (read in float32 row blocks, :class:`~vpr_seq_ros.matching.distances.RowBlocks`), with its
-largest difference from the float32 matcher on the same (float16-rounded) map.
+largest difference from the float32 matcher on the same (float16-rounded) map; with
+``--f16-only`` also the resident memory (map plus what the matcher adds, RSS) over the map's
+bytes.
 ``--f16-only`` times only that (``--sizes 100000 --dims 512 --lengths 5 --f16-only`` for the
 target row), and ``--conversion`` first times the ways of reading a float16 map as float32:
 numpy's cast, torch's, onnxruntime's (what the matcher uses), each in blocks, against one
@@ -34,7 +36,7 @@ import time
 
 import numpy as np
 
-from vpr_seq_ros.machine import cpu_line
+from vpr_seq_ros.machine import cpu_line, rss_mib
 from vpr_seq_ros.matching.distances import RowBlocks, block_rows, distance_matrix, squared_norms
 from vpr_seq_ros.matching.seqmatch import OnlineSeqMatcher, SeqMatchSettings
 
@@ -105,6 +107,9 @@ def conversion(n: int, d: int, rng: np.random.Generator) -> None:
 
     print(f'reading a {n:,} x {d} map per query (median ms; {rows}-row blocks):')
     print(f'- float32 map, one matrix-vector product: {median_ms(lambda: refs @ q):.2f}')
+    blocks = RowBlocks(half)
+    print(f'- float16, onnxruntime cast + product per block, one thread (RowBlocks.matvec, '
+          f'what the matcher uses): {median_ms(lambda: blocks.matvec(q, out)):.2f}')
     print(f'- float16, numpy cast per block + product: {median_ms(numpy_blocks, 5):.2f}')
     print(f'- float16, numpy cast of the whole map + product: '
           f'{median_ms(lambda: half.astype(np.float32) @ q, 5):.2f}')
@@ -124,10 +129,7 @@ def conversion(n: int, d: int, rng: np.random.Generator) -> None:
         print(f'- float16, torch cast per block + product: {median_ms(torch_blocks):.2f}')
         print(f'- float16, torch half matrix-vector product (result rounded to float16, '
               f'not used): {median_ms(lambda: torch.mv(src, torch.from_numpy(q).half())):.2f}')
-    blocks = RowBlocks(half)
-    print(f'- float16, onnxruntime cast + product per block, one thread (RowBlocks.matvec, '
-          f'what the matcher uses): '
-          f'{median_ms(lambda: blocks.matvec(q, out)):.2f}\n')
+    print()
 
 
 def bench_f16(n: int, d: int, length: int, frames: int, rng: np.random.Generator) -> dict:
@@ -139,6 +141,7 @@ def bench_f16(n: int, d: int, length: int, frames: int, rng: np.random.Generator
     single = OnlineSeqMatcher(half.astype(np.float32), SeqMatchSettings(length=length))
     expected = [single.push(q) for q in queries]
     del single
+    before = rss_mib()
     online = OnlineSeqMatcher(half, SeqMatchSettings(length=length))
     times, max_diff = [], 0.0
     for q, want in zip(queries, expected):
@@ -150,7 +153,9 @@ def bench_f16(n: int, d: int, length: int, frames: int, rng: np.random.Generator
         times.append(1e3 * (t1 - t0))
         finite = np.isfinite(want)
         max_diff = max(max_diff, float(np.abs(scores[finite] - want[finite]).max()))
-    return {'online_f16': float(np.median(times)), 'f16_diff': max_diff}
+    grown = rss_mib() - before  # the matcher's own memory (the map was resident before)
+    return {'online_f16': float(np.median(times)), 'f16_diff': max_diff,
+            'resident_x': (half.nbytes / 2**20 + max(grown, 0.0)) / (half.nbytes / 2**20)}
 
 
 def bench(n: int, d: int, length: int, frames: int, rng: np.random.Generator) -> dict:
@@ -204,8 +209,9 @@ def main() -> None:
     if args.conversion:
         conversion(max(args.sizes), args.dims[0], rng)
     if args.f16_only:
-        print('| map frames | D | L | online f16 ms | max abs diff to f32 |')
-        print('|---:|---:|---:|---:|---:|')
+        print('| map frames | D | L | online f16 ms | max abs diff to f32 | resident / map '
+              'bytes |')
+        print('|---:|---:|---:|---:|---:|---:|')
     else:
         print('| map frames | D | L | online ms | online f16 ms | recompute ms | speed-up | '
               'official ms | speed-up | max abs diff | f16 max abs diff |')
@@ -218,7 +224,7 @@ def main() -> None:
                               rng)
                 if args.f16_only:
                     print(f'| {n:,} | {d} | {length} | {h["online_f16"]:.2f} | '
-                          f'{h["f16_diff"]:.1e} |', flush=True)
+                          f'{h["f16_diff"]:.1e} | {h["resident_x"]:.3f} |', flush=True)
                     continue
                 r = bench(n, d, length, frames, rng)
                 official = (f'{r["official"]:.2f} | {r["official"] / r["online"]:.1f}x'
