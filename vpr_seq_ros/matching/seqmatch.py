@@ -564,6 +564,8 @@ def _merge_top_k(ref_idx: np.ndarray, ref_dist: np.ndarray, block: np.ndarray,
     anchor order, so an equal one ranks after it): one comparison pass finds them, and the
     partial sort runs only on rows with more than k of them (the first tiles).
     """
+    if k == 0:
+        return
     mask = scores < ref_dist[block, k - 1][:, None]
     counts = np.count_nonzero(mask, axis=1)
     big = counts > k
