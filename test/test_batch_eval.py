@@ -71,6 +71,10 @@ def test_tiled_batch_equals_the_whole_matrix(settings, ref_block, chunk):
     lean = seqmatch_batch(refs, queries, settings, 12, ref_seg, q_seg, chunk=chunk,
                           ref_block=ref_block)
     assert lean.matrix is None
+    bare = seqmatch_batch(refs, queries, settings, 12, ref_seg, q_seg, chunk=chunk,
+                          ref_block=ref_block, statistics=False)
+    assert bare.column_mean is None
+    np.testing.assert_array_equal(bare.matches.ref_indices, got.matches.ref_indices)
     np.testing.assert_array_equal(lean.matches.ref_indices, got.matches.ref_indices)
     np.testing.assert_array_equal(lean.matches.distances, got.matches.distances)
 

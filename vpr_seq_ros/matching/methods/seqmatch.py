@@ -105,7 +105,7 @@ class SeqMatch(SequenceMethod):
     def batch(self, ref: EncodedRun, query: EncodedRun, top_k: int,
               keep_matrix: bool) -> MatchOutput:
         result = seqmatch_batch(ref.descriptors, query.descriptors, self.settings, top_k,
-                                ref.segments, query.segments, keep_matrix)
+                                ref.segments, query.segments, keep_matrix, statistics=False)
         return MatchOutput(result.matches, result.ref_valid, result.matrix)
 
     def stream(self, references: References) -> StreamingMatcher:
