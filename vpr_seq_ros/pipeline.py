@@ -411,6 +411,12 @@ class Evaluation:
     dropped_line: str = 'none'
 
 
+def plot_matrix_affordable(num_refs: int, num_queries: int) -> bool:
+    """Whether an ``(N, M)`` distance matrix for a plot is small enough to keep
+    (:data:`MAX_PLOT_MATRIX` entries, 160 MB of float32)."""
+    return num_refs * num_queries <= MAX_PLOT_MATRIX
+
+
 def evaluation_k(cfg: Config) -> int:
     """Candidates needed per query: ``top_k``, or the largest K of Recall@K if larger."""
     return max(cfg.matching.top_k, max(cfg.evaluation.recall_at))
@@ -434,9 +440,13 @@ def evaluate_encoded(refmap: ReferenceMap, query: EncodedRun, cfg: Config,
     Recall@K is computed from :func:`evaluation_k` candidates, so it is right for every K
     whatever ``matching.top_k``; ``output.matches`` keeps those candidates (use
     ``.top(cfg.matching.top_k)`` for what the node would publish).
+
+    Exact matching works in bounded memory (reference blocks, a running top-K per query);
+    the ``(N, M)`` distance matrix is kept only when ``keep_matrix`` (for a plot; None: when
+    :func:`plot_matrix_affordable`).
     """
     if keep_matrix is None:
-        keep_matrix = len(refmap) * len(query) <= MAX_PLOT_MATRIX
+        keep_matrix = plot_matrix_affordable(len(refmap), len(query))
     method = build_method(cfg, seqgem_p)
     started = time.perf_counter()
     if cfg.matching.index.kind == 'exact':
@@ -502,7 +512,8 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
              progress: Progress | None = None,
              on_start: Callable[[int], None] | None = None,
              inherited: Collection[str] = (),
-             notes: list[str] | None = None) -> Evaluation:
+             notes: list[str] | None = None,
+             keep_matrix: bool | None = False) -> Evaluation:
     """Encode a query run, match it against a map, and score it.
 
     Everything that can be checked before encoding is: the encoder settings against the
@@ -512,6 +523,8 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
         inherited: dotted keys whose values come only from the map's configuration (see
             :func:`open_query_source`).
         notes: receives notes on inherited settings that did not apply to this query.
+        keep_matrix: keep the ``(N, M)`` distance matrix (for a plot); None: when affordable
+            (:func:`plot_matrix_affordable`). Without it memory stays bounded whatever N.
 
     Raises:
         MapError: the map is missing, corrupt, or was encoded differently.
@@ -535,7 +548,7 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
     encode_s = time.perf_counter() - started
     dropped = source.dropped()  # after reading: some frames are found bad only when decoded
     result = evaluate_encoded(
-        refmap, query, cfg, encoder.seqgem_p,
+        refmap, query, cfg, encoder.seqgem_p, keep_matrix=keep_matrix,
         context={'map': str(map_path), 'query': str(query_path),
                  'encoder': encoder.settings(), 'query_frames_dropped': dropped,
                  'encode_ms_per_frame': round(1000 * encode_s / max(len(query), 1), 3)})
@@ -543,4 +556,5 @@ def evaluate(refmap: ReferenceMap | str | Path, query_path: str | Path, cfg: Con
 
 
 __all__ = ['build_map', 'encode_run', 'evaluate', 'evaluate_encoded', 'evaluation_k', 'Evaluation',
+           'plot_matrix_affordable',
            'map_config', 'open_query_source', 'query_source_config', 'resolve_for_map']

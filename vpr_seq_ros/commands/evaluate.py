@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     print(ground_truth_text(cfg, resolved.origin_of('evaluation')))
     notes: list[str] = []
     with LazyProgress('encoding query', not args.no_progress) as bar:
+        # the (N, M) distance matrix only for a plot, and only where affordable
         result = evaluate(refmap, args.query, cfg, progress=bar.update, on_start=bar.start,
-                          inherited=resolved.from_map_only('source.'), notes=notes)
+                          inherited=resolved.from_map_only('source.'), notes=notes,
+                          keep_matrix=None if plot_path else False)
     for note in notes:
         print(f'note: {note}')
     if result.dropped:

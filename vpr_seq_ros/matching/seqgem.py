@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from vpr_seq_ros.matching.distances import to_float32
 from vpr_seq_ros.matching.windows import window_starts
+from vpr_seq_ros.types import Matches
 
 SEQGEM_EPS = 1e-6
 _BLOCK = 8192
@@ -41,13 +43,83 @@ def sequence_descriptors(frames: np.ndarray, length: int, p: float,
     starts, valid = window_starts(segments, length, window)
     out = np.zeros(frames.shape, dtype=np.float32)
     anchors = np.flatnonzero(valid)
-    frames = np.asarray(frames)
     for lo in range(0, len(anchors), _BLOCK):
         block = anchors[lo:lo + _BLOCK]
-        first = int(starts[block].min())
-        last = int(starts[block].max()) + length
-        powered = np.power(np.maximum(frames[first:last].astype(np.float64), SEQGEM_EPS), p)
-        windows = np.lib.stride_tricks.sliding_window_view(powered, length, axis=0)
-        mean = windows[starts[block] - first].mean(axis=-1)
-        out[block] = np.power(mean, 1.0 / p).astype(np.float32)
+        out[block] = _pooled(frames, starts[block], length, p)
     return out, valid
+
+
+def _pooled(frames: np.ndarray, starts: np.ndarray, length: int, p: float) -> np.ndarray:
+    """SeqGeM of the windows starting at ``starts`` (sorted): ``(B, D)`` float32."""
+    first = int(starts.min())
+    last = int(starts.max()) + length
+    powered = _power(np.maximum(to_float32(frames[first:last]).astype(np.float64), SEQGEM_EPS),
+                     p)
+    rows = starts - first
+    if len(rows) > 1 and np.all(np.diff(rows) == 1):  # consecutive windows: L shifted adds
+        total = powered[rows[0]:rows[-1] + 1].copy()
+        for t in range(1, length):
+            total += powered[rows[0] + t:rows[-1] + 1 + t]
+        mean = total / length
+    else:
+        windows = np.lib.stride_tricks.sliding_window_view(powered, length, axis=0)
+        mean = windows[rows].mean(axis=-1)
+    root = np.cbrt(mean) if p == 3.0 else np.sqrt(mean) if p == 2.0 else \
+        np.power(mean, 1.0 / p)
+    return root.astype(np.float32)
+
+
+def _power(x: np.ndarray, p: float) -> np.ndarray:
+    """``x ** p`` in place for float64 ``x``; small integer p by multiplication (several times
+    faster than ``pow``, within an ulp of it)."""
+    if p in (2.0, 3.0, 4.0):
+        base = x.copy()
+        for _ in range(int(p) - 1):
+            x *= base
+        return x
+    return np.power(x, p, out=x)
+
+
+def sequence_search(frames: np.ndarray, length: int, p: float, segments: np.ndarray | None,
+                    window: str, queries: np.ndarray, query_valid: np.ndarray,
+                    k: int, block: int = _BLOCK) -> tuple[Matches, np.ndarray]:
+    """Nearest reference anchors (L2 between SeqGeM descriptors) of every query descriptor,
+    in bounded memory: the reference sequence descriptors are made and searched a block of
+    anchors at a time, never all at once. The results equal those of
+    :func:`sequence_descriptors` followed by one exact index over all of them.
+
+    Args:
+        frames: ``(N, D)`` reference frame descriptors (float32 or float16).
+        length: L.
+        p: SeqGeM exponent.
+        segments: ``(N,)`` reference segment ids.
+        window: ``'trailing'`` or ``'centred'``.
+        queries: ``(M, D)`` query sequence descriptors.
+        query_valid: ``(M,)`` bool, the queries that have a window.
+        k: candidates per query.
+        block: reference anchors per block.
+
+    Returns:
+        ``(matches, ref_valid)``: top-k per query, and ``(N,)`` bool anchors with a window.
+    """
+    from vpr_seq_ros.matching.index import FlatL2Index, merge_top_k
+
+    n = frames.shape[0]
+    segments = np.zeros(n, np.int64) if segments is None else np.asarray(segments)
+    starts, ref_valid = window_starts(segments, length, window)
+    m = queries.shape[0]
+    rows = np.flatnonzero(query_valid)
+    idx = np.full((len(rows), k), -1, np.int64)
+    dist = np.full((len(rows), k), np.inf)
+    anchors = np.flatnonzero(ref_valid)
+    if len(rows):
+        for lo in range(0, len(anchors), block):
+            chunk = anchors[lo:lo + block]
+            found, far = FlatL2Index(_pooled(frames, starts[chunk], length, p)).search(
+                queries[rows], k)
+            found = np.where(found >= 0, chunk[np.maximum(found, 0)], -1)
+            idx, dist = merge_top_k(idx, dist, found, far, k)
+    ref_idx = np.full((m, k), -1, np.int64)
+    ref_dist = np.full((m, k), np.inf)
+    ref_idx[rows], ref_dist[rows] = idx, dist
+    return Matches(ref_idx, ref_dist, np.asarray(query_valid, bool).copy()), ref_valid

@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 
 from vpr_seq_ros.errors import MatchingError
-from vpr_seq_ros.matching.distances import (contrast_enhance, distance_column, distance_matrix,
+from vpr_seq_ros.matching.distances import (RowBlocks, contrast_enhance, distance_column,
                                             squared_norms)
 from vpr_seq_ros.matching.windows import segment_bounds, window_starts
 from vpr_seq_ros.types import Matches
@@ -309,32 +309,306 @@ class SeqMatchResult:
     column_std: np.ndarray | None = None
 
 
+REF_BLOCK = 4096
+"""Reference anchors per tile of :func:`seqmatch_batch`."""
+
+
 def seqmatch_batch(ref_desc: np.ndarray, query_desc: np.ndarray, settings: SeqMatchSettings,
                    top_k: int = 20, ref_segments: np.ndarray | None = None,
                    query_segments: np.ndarray | None = None, keep_matrix: bool = False,
-                   chunk: int = 256) -> SeqMatchResult:
+                   chunk: int = 256, ref_block: int = REF_BLOCK,
+                   statistics: bool = True) -> SeqMatchResult:
     """Match every query anchor of a recorded run against all reference anchors.
 
+    Works in tiles of ``ref_block`` reference anchors x ``chunk`` query anchors: the frame
+    distances of a tile cover its reference rows plus the windows' overlap (``span - 1`` rows,
+    and the contrast window on both sides), each query keeps a running top-K and running
+    statistics, so memory is bounded by the tile, ``O(M * top_k)`` and ``O(N)`` integers,
+    whatever N and M, unless ``keep_matrix``. A float16 map is read a block of rows at a time
+    (:class:`~vpr_seq_ros.matching.distances.RowBlocks`), each block once. Standardised velocity
+    search (several slopes) takes two passes: the per-slope statistics first.
+
+    The numbers are those of one ``(N, M)`` frame distance matrix
+    (:func:`seqmatch_distances`) up to float32 rounding of the matrix products; a test pins it.
+
     Args:
-        ref_desc: ``(N, D)`` reference frame descriptors.
+        ref_desc: ``(N, D)`` reference frame descriptors (float32 or float16).
         query_desc: ``(M, D)`` query frame descriptors.
         settings: window length, placement, frame distance, slopes, contrast enhancement.
         top_k: candidates per query.
         ref_segments: ``(N,)`` reference segment ids (default: one segment).
         query_segments: ``(M,)`` query segment ids (default: one segment).
-        keep_matrix: also return the ``(N, M)`` sequence distance matrix.
-        chunk: query anchors per block (bounds memory to about ``N * (chunk + L)`` floats).
+        keep_matrix: also return the ``(N, M)`` sequence distance matrix (memory N * M * 4
+            bytes: for plots of small runs).
+        chunk: query anchors per tile.
+        ref_block: reference anchors per tile.
+        statistics: also compute ``column_mean`` and ``column_std`` (about a tenth of the
+            time; None in the result without them).
 
     Returns:
         A :class:`SeqMatchResult`; reference indices are reference anchors.
     """
-    ref_sq = squared_norms(ref_desc) if settings.metric == 'euclidean' else None
+    return _Tiled(ref_desc, query_desc, settings, ref_segments, query_segments, chunk,
+                  ref_block).run(top_k, keep_matrix, statistics)
 
-    def columns(first: int, last: int) -> np.ndarray:
-        return distance_matrix(ref_desc, query_desc[first:last], settings.metric, ref_sq)
 
-    return _seqmatch_columns(columns, ref_desc.shape[0], query_desc.shape[0], settings, top_k,
-                             ref_segments, query_segments, keep_matrix, chunk)
+class _Stats:
+    """Running mean and population M2 per query (Chan et al.'s pairwise merge)."""
+
+    def __init__(self, m: int) -> None:
+        self.count = np.zeros(m)
+        self.mean = np.zeros(m)
+        self.m2 = np.zeros(m)
+
+    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Fold in ``(B, C)`` values of the queries ``rows`` (every entry counts); sums in
+        float64, two passes over the values."""
+        c = values.shape[1]
+        if c == 0:
+            return
+        v = np.asarray(values, dtype=np.float64)
+        mean = v.sum(axis=1) / c
+        m2 = np.maximum(np.einsum('ij,ij->i', v, v) - c * mean * mean, 0.0)
+        n_a = self.count[rows]
+        total = n_a + c
+        delta = mean - self.mean[rows]
+        self.mean[rows] += delta * (c / total)
+        self.m2[rows] += m2 + delta * delta * (n_a * c / total)
+        self.count[rows] = total
+
+
+class _Tiled:
+    """:func:`seqmatch_batch`'s tiles (see there)."""
+
+    def __init__(self, ref_desc: np.ndarray, query_desc: np.ndarray,
+                 settings: SeqMatchSettings, ref_segments: np.ndarray | None,
+                 query_segments: np.ndarray | None, chunk: int, ref_block: int) -> None:
+        self.settings = settings
+        n, m = ref_desc.shape[0], query_desc.shape[0]
+        self.n, self.m = n, m
+        self.chunk, self.ref_block = max(int(chunk), 1), max(int(ref_block), 1)
+        length = settings.length
+        self.ref_segments = np.zeros(n, np.int64) if ref_segments is None else \
+            np.asarray(ref_segments)
+        query_segments = np.zeros(m, np.int64) if query_segments is None else \
+            np.asarray(query_segments)
+        self.seg_start, self.seg_end = segment_bounds(self.ref_segments)
+        self.q_starts, self.q_valid = window_starts(query_segments, length, settings.window)
+        self.kernels = []
+        for kern in build_kernels(settings):
+            r_starts, r_valid = window_starts(self.ref_segments, length, settings.window,
+                                              kern.span)
+            if kern.span > n:
+                r_valid = np.zeros(n, dtype=bool)
+            self.kernels.append((kern, r_starts, r_valid))
+        self.ref = reference_kernel([k for k, _, _ in self.kernels])
+        self.ref_valid = np.zeros(n, dtype=bool)
+        for _, _, r_valid in self.kernels:
+            self.ref_valid |= r_valid
+        self.penalties = [0.0 if k.is_identity else
+                          settings.slope_penalty * abs(float(np.log(k.slope)))
+                          for k, _, _ in self.kernels]
+        self.standardise = settings.slope_scores == 'standardised' and len(self.kernels) > 1
+        self.queries = np.asarray(query_desc, dtype=np.float32)
+        euclid = settings.metric == 'euclidean'
+        self.q_sq = squared_norms(self.queries) if euclid else None
+        self.queries_m2 = -2.0 * self.queries if euclid else None
+        margin = max(k.span for k, _, _ in self.kernels) + length + \
+            2 * (settings.contrast_window or 0) + 1
+        self.rows = RowBlocks(ref_desc, self.ref_block + margin)
+        if settings.metric not in ('euclidean', 'sad'):
+            raise MatchingError(f'unknown frame distance {settings.metric!r}; use euclidean '
+                                'or sad')
+
+    # ------------------------------------------------------------------ tiles
+    def _row_range(self, a0: int, a1: int) -> tuple[int, int] | None:
+        """Reference rows the windows of anchors ``a0:a1`` read (None: no valid anchor)."""
+        lo, hi = self.n, 0
+        for kern, r_starts, r_valid in self.kernels:
+            valid = r_valid[a0:a1]
+            if valid.any():
+                starts = r_starts[a0:a1][valid]
+                lo, hi = min(lo, int(starts.min())), max(hi, int(starts.max()) + kern.span)
+        return (lo, hi) if hi > lo else None
+
+    def _frame_distances(self, rows: np.ndarray, rows_sq: np.ndarray | None, lo: int, hi: int,
+                         first: int, last: int) -> np.ndarray:
+        """``(last - first, hi - lo)`` frame distances, query frames x reference rows
+        (contrast-enhanced when configured)."""
+        queries = self.queries[first:last]
+        if self.settings.metric == 'euclidean':
+            dots = np.matmul(self.queries_m2[first:last], rows.T)  # -2 q.r, exactly
+            sq = self.q_sq[first:last, None] + rows_sq[None, :]
+            sq += dots
+            np.maximum(sq, 0.0, out=sq)
+            dist = np.sqrt(sq, out=sq)
+        else:
+            from scipy.spatial.distance import cdist
+
+            dist = cdist(queries, rows, 'cityblock').astype(np.float32)
+        window = self.settings.contrast_window
+        if window:
+            size = hi - lo
+            start = np.maximum(self.seg_start[lo:hi] - lo, 0)
+            end = np.minimum(self.seg_end[lo:hi] - lo, size)
+            dist = contrast_enhance(dist.T, window, start, end).T
+        return dist
+
+    def _kernel_scores(self, dist: np.ndarray, lo: int, index: int, a0: int, a1: int,
+                       q_anchor: np.ndarray) -> np.ndarray | None:
+        """``(B, a1 - a0)`` float32 sequence distances of one kernel (inf: no window), or None
+        when no anchor of the block has a window under it."""
+        kern, r_starts, r_valid = self.kernels[index]
+        valid = r_valid[a0:a1]
+        if not valid.any():
+            return None
+        starts = r_starts[a0:a1][valid]
+        s_lo, s_hi = int(starts.min()), int(starts.max())
+        width = s_hi - s_lo + 1
+        acc: np.ndarray | None = None
+        for k, back, weight in zip(kern.frames_back, kern.rows_back, kern.weights):
+            off = s_lo - lo + kern.span - 1 - int(back)
+            cols = q_anchor - int(k)
+            if cols[-1] - cols[0] == len(cols) - 1 and np.all(np.diff(cols) == 1):
+                part = dist[int(cols[0]):int(cols[-1]) + 1, off:off + width]
+            else:
+                part = dist[cols, off:off + width]
+            if weight != 1.0:
+                part = np.float32(weight) * part
+            if acc is None:
+                acc = np.array(part, dtype=np.float32)
+            else:
+                acc += part
+        length = self.settings.length
+        if bool(valid.all()) and width == a1 - a0 and np.all(np.diff(starts) == 1):
+            acc /= np.float32(length)
+            return acc
+        scores = np.full((len(q_anchor), a1 - a0), np.inf, dtype=np.float32)
+        scores[:, np.flatnonzero(valid)] = acc[:, starts - s_lo] / length
+        return scores
+
+    def _passes(self) -> Iterator[tuple[int, int, np.ndarray, list[np.ndarray | None]]]:
+        """Every tile: ``(a0, a1, query anchors, per-kernel (B, a1 - a0) scores)``."""
+        anchors = np.flatnonzero(self.q_valid)
+        length = self.settings.length
+        euclid = self.settings.metric == 'euclidean'
+        for a0 in range(0, self.n, self.ref_block):
+            a1 = min(a0 + self.ref_block, self.n)
+            span = self._row_range(a0, a1)
+            if span is None:
+                continue
+            window = self.settings.contrast_window or 0
+            lo, hi = max(span[0] - window, 0), min(span[1] + window, self.n)
+            rows = self.rows.get(lo, hi)
+            rows_sq = squared_norms(rows) if euclid else None
+            for c0 in range(0, len(anchors), self.chunk):
+                block = anchors[c0:c0 + self.chunk]
+                first = int(self.q_starts[block].min())
+                last = int(self.q_starts[block].max()) + length
+                dist = self._frame_distances(rows, rows_sq, lo, hi, first, last)
+                q_anchor = self.q_starts[block] - first + length - 1
+                yield a0, a1, block, [self._kernel_scores(dist, lo, i, a0, a1, q_anchor)
+                                      for i in range(len(self.kernels))]
+
+    def run(self, top_k: int, keep_matrix: bool, statistics: bool = True) -> SeqMatchResult:
+        n, m = self.n, self.m
+        mean = std = None
+        if self.standardise:  # pass 1: each slope's mean and std over the reference anchors
+            stats = [_Stats(m) for _ in self.kernels]
+            for a0, _, block, per_kernel in self._passes():
+                for index, scores in enumerate(per_kernel):
+                    if scores is not None:
+                        valid = self.kernels[index][2][a0:a0 + scores.shape[1]]
+                        stats[index].add(block, scores[:, valid])
+            mean = [st.mean for st in stats]
+            std = [np.where(st.count > 0, np.maximum(np.sqrt(st.m2 / np.maximum(st.count, 1)),
+                                                     _STD_FLOOR), 1.0) for st in stats]
+        ref_idx = np.full((m, top_k), -1, dtype=np.int64)
+        ref_dist = np.full((m, top_k), np.inf, dtype=np.float64)
+        matrix = np.full((n, m), np.inf, dtype=np.float32) if keep_matrix else None
+        finite = _Stats(m)
+        for a0, a1, block, per_kernel in self._passes():
+            best: np.ndarray | None = None
+            for index, scores in enumerate(per_kernel):
+                if scores is None:
+                    continue
+                if self.standardise:
+                    z = (scores - mean[index][block, None]) / std[index][block, None]
+                    if self.penalties[index]:
+                        z += self.penalties[index]
+                    scores = z
+                best = scores if best is None else np.minimum(best, scores, out=best)
+            if best is None:
+                continue
+            if self.standardise:
+                best = mean[self.ref][block, None] + std[self.ref][block, None] * best
+            scores32 = best if best.dtype == np.float32 else best.astype(np.float32)
+            if statistics:
+                cols = self.ref_valid[a0:a1]  # finite there, inf elsewhere
+                finite.add(block, scores32 if cols.all() else scores32[:, cols])
+            _merge_top_k(ref_idx, ref_dist, block, scores32, a0, top_k)
+            if matrix is not None:
+                matrix[a0:a1][:, block] = scores32.T
+        ref_idx[~np.isfinite(ref_dist)] = -1
+        if not statistics:
+            return SeqMatchResult(Matches(ref_idx, ref_dist, self.q_valid.copy()), matrix,
+                                  self.ref_valid.copy())
+        col_mean = np.full(m, np.nan)
+        col_std = np.full(m, np.nan)
+        enough = finite.count >= 2
+        col_mean[enough] = finite.mean[enough]
+        col_std[enough] = np.sqrt(finite.m2[enough] / finite.count[enough])
+        return SeqMatchResult(Matches(ref_idx, ref_dist, self.q_valid.copy()), matrix,
+                              self.ref_valid.copy(), col_mean, col_std)
+
+
+def _merge_top_k(ref_idx: np.ndarray, ref_dist: np.ndarray, block: np.ndarray,
+                 scores: np.ndarray, a0: int, k: int) -> None:
+    """Fold a tile's ``(B, C)`` scores (anchors ``a0 ..``) into the running top-K of the
+    queries ``block``: smallest first, ties by anchor index.
+
+    Only entries below a query's current k-th distance can enter (tiles come in increasing
+    anchor order, so an equal one ranks after it): one comparison pass finds them, and the
+    partial sort runs only on rows with more than k of them (the first tiles).
+    """
+    if k == 0:
+        return
+    threshold = ref_dist[block, k - 1]
+    entering = np.flatnonzero(scores.min(axis=1) < threshold)  # one fast pass
+    if not len(entering):
+        return
+    block, scores, threshold = block[entering], scores[entering], threshold[entering]
+    mask = scores < threshold[:, None]
+    counts = np.count_nonzero(mask, axis=1)
+    big = counts > k
+    if big.any():
+        rows = np.flatnonzero(big)
+        sub = scores[rows]
+        cand = np.argpartition(sub, k - 1, axis=1)[:, :k]
+        _fold(ref_idx, ref_dist, block[rows], cand + a0,
+              np.take_along_axis(sub, cand, axis=1), k)
+    small = ~big
+    if small.any():
+        rows = np.flatnonzero(small)
+        r, c = np.nonzero(mask[rows])  # row-major: each row's columns in order
+        per_row = counts[rows]
+        pos = np.arange(len(r)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        cand = np.full((len(rows), int(per_row.max())), -1, np.int64)
+        vals = np.full(cand.shape, np.inf)
+        cand[r, pos] = c + a0
+        vals[r, pos] = scores[rows[r], c]
+        _fold(ref_idx, ref_dist, block[rows], cand, vals, k)
+
+
+def _fold(ref_idx: np.ndarray, ref_dist: np.ndarray, rows: np.ndarray, cand: np.ndarray,
+          vals: np.ndarray, k: int) -> None:
+    """Merge candidates (``-1`` / inf: none) into the running top-K of ``rows``."""
+    all_idx = np.concatenate([ref_idx[rows], cand], axis=1)
+    all_val = np.concatenate([ref_dist[rows], vals.astype(np.float64)], axis=1)
+    key = np.where(np.isfinite(all_val), all_idx, np.iinfo(np.int64).max)
+    order = np.lexsort((key, all_val), axis=1)[:, :k]
+    ref_idx[rows] = np.take_along_axis(all_idx, order, axis=1)
+    ref_dist[rows] = np.take_along_axis(all_val, order, axis=1)
 
 
 def seqmatch_distances(frame_dist: np.ndarray, settings: SeqMatchSettings, top_k: int = 20,
@@ -454,8 +728,13 @@ class OnlineSeqMatcher:
     appended with ``push(..., append=True)``); the running sums stay exact because the column
     pushed k frames ago then covers exactly the first N - k references.
 
+    A float16 map is kept float16 (e.g. memory-mapped): each push reads it as float32 a block
+    of rows at a time (:class:`~vpr_seq_ros.matching.distances.RowBlocks`), so resident memory
+    is the map's bytes plus O(N * L) for the sums and columns, never a float32 copy.
+
     Args:
-        ref_desc: ``(N, D)`` reference frame descriptors (N may be 0 when growing).
+        ref_desc: ``(N, D)`` float32 or float16 reference frame descriptors (N may be 0 when
+            growing; a growing set is converted to float32 on its first append).
         settings: must use ``window='trailing'``.
         ref_segments: ``(N,)`` reference segment ids.
         resync_every: recompute the running sums exactly from the stored columns every this
@@ -468,7 +747,8 @@ class OnlineSeqMatcher:
                  capacity: int = 1024) -> None:
         if settings.window != 'trailing':
             raise MatchingError('online matching uses trailing windows (the last L frames)')
-        ref_desc = np.asarray(ref_desc, dtype=np.float32)
+        if getattr(ref_desc, 'dtype', None) != np.float16:  # float16 stays float16
+            ref_desc = np.asarray(ref_desc, dtype=np.float32)
         if ref_desc.ndim != 2:
             raise MatchingError(f'reference descriptors must be (N, D), got {ref_desc.shape}')
         self.settings = settings
@@ -479,7 +759,9 @@ class OnlineSeqMatcher:
             np.asarray(ref_segments, dtype=np.int64)
         self._capacity = self._n
         self._grow_to = max(capacity, 1)
-        self._ref_sq = squared_norms(ref_desc) if settings.metric == 'euclidean' else None
+        self._blocks = RowBlocks(ref_desc) if ref_desc.dtype == np.float16 else None
+        self._ref_sq = (squared_norms(ref_desc) if self._blocks is None else
+                        self._blocks.squared_norms()) if settings.metric == 'euclidean' else None
         self._kernels = build_kernels(settings)
         self._ref_kernel = reference_kernel(self._kernels)
         self._refresh_segments()
@@ -510,6 +792,7 @@ class OnlineSeqMatcher:
         dim = self._refs.shape[1]
         refs = np.empty((capacity, dim), dtype=np.float32)
         refs[:self._n] = self._refs[:self._n]
+        self._blocks = None  # a growing set is float32
         segments = np.zeros(capacity, np.int64)
         segments[:self._n] = self._segments[:self._n]
         self._refs, self._segments = refs, segments
@@ -605,7 +888,7 @@ class OnlineSeqMatcher:
         self._segment = segment
         settings = self.settings
         n, length = self._n, settings.length
-        refs = self._refs[:n]
+        refs = self._refs[:n] if self._blocks is None else self._blocks
         column = distance_column(refs, descriptor, settings.metric,
                                  None if self._ref_sq is None else self._ref_sq[:n])
         if settings.contrast_window and n:

@@ -19,7 +19,7 @@ from vpr_seq_ros.matching.index import FlatL2Index, search_matches
 from vpr_seq_ros.matching.methods.base import (GrowingArray, MatchOutput, Precomputed,
                                                References, SequenceMethod, StreamingMatcher,
                                                WindowBuffer)
-from vpr_seq_ros.matching.seqgem import seqgem, sequence_descriptors
+from vpr_seq_ros.matching.seqgem import seqgem, sequence_descriptors, sequence_search
 from vpr_seq_ros.matching.windows import window_starts
 from vpr_seq_ros.types import EncodedRun
 
@@ -56,10 +56,17 @@ class SeqGem(SequenceMethod):
     def batch(self, ref: EncodedRun, query: EncodedRun, top_k: int,
               keep_matrix: bool) -> MatchOutput:
         length, p, window = self.length, self.p, self.window
-        ref_seq, ref_valid = sequence_descriptors(ref.descriptors, length, p, ref.segments,
-                                                  window)
         q_seq, q_valid = sequence_descriptors(query.descriptors, length, p, query.segments,
                                               window)
+        if not keep_matrix:  # bounded memory: reference descriptors made block by block
+            matches, ref_valid = sequence_search(ref.descriptors, length, p, ref.segments,
+                                                 window, q_seq, q_valid, top_k)
+            if not ref_valid.any():
+                raise MatchingError(f'no reference segment is at least {length} frames long '
+                                    f'(sequence.length)')
+            return MatchOutput(matches, ref_valid, None)
+        ref_seq, ref_valid = sequence_descriptors(ref.descriptors, length, p, ref.segments,
+                                                  window)
         if not ref_valid.any():
             raise MatchingError(f'no reference segment is at least {length} frames long '
                                 f'(sequence.length)')
@@ -151,9 +158,11 @@ class SeqGemStream(StreamingMatcher):
             valid = window_starts(segments, length, 'trailing')[1]
         else:
             seq, valid = sequence_descriptors(references.descriptors, length, p, segments)
-        seq = np.asarray(seq, np.float32)
+        # stored float16 descriptors stay float16 (a fixed map: nothing is appended to them)
+        seq = seq if seq.dtype == np.float16 and not references.growing else \
+            np.asarray(seq, np.float32)
         sq = squared_norms(seq) if len(seq) else np.zeros(0, np.float32)
-        self._seq = GrowingArray(seq.shape[1:], np.float32, initial=seq)
+        self._seq = GrowingArray(seq.shape[1:], seq.dtype, initial=seq)
         self._sq = GrowingArray((), np.float32, initial=sq)
         self._valid = GrowingArray((), bool, initial=np.asarray(valid, bool))
         self._buffer = WindowBuffer(length)

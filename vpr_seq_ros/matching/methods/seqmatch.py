@@ -48,9 +48,11 @@ class OnlineStream(StreamingMatcher):
 
     def __init__(self, references: References, settings: SeqMatchSettings) -> None:
         settings = replace(settings, window='trailing')  # a robot only has the past
-        refs = np.asarray(references.descriptors, np.float32)
+        refs = references.descriptors  # a float16 map stays float16 (read in blocks)
         if references.growing:
-            refs = refs.copy()  # the matcher's buffer replaces the store's
+            refs = np.array(refs, np.float32)  # the matcher's buffer replaces the store's
+        elif refs.dtype != np.float16:
+            refs = np.asarray(refs, np.float32)
         self._online = OnlineSeqMatcher(refs, settings, references.segments)
         if references.growing:
             references.keep_frames_in(self)
@@ -103,7 +105,7 @@ class SeqMatch(SequenceMethod):
     def batch(self, ref: EncodedRun, query: EncodedRun, top_k: int,
               keep_matrix: bool) -> MatchOutput:
         result = seqmatch_batch(ref.descriptors, query.descriptors, self.settings, top_k,
-                                ref.segments, query.segments, keep_matrix)
+                                ref.segments, query.segments, keep_matrix, statistics=False)
         return MatchOutput(result.matches, result.ref_valid, result.matrix)
 
     def stream(self, references: References) -> StreamingMatcher:
