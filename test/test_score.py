@@ -310,7 +310,7 @@ def test_replay_equals_evaluate_and_the_recorded_matrix_scores(tmp_path):
     for sample in (4096, 24):
         cfg = config('seqmatch', **{'matching.score_sample': sample,
                                     'node.keyframe.min_interval_s': 0.0})
-        batch = evaluate(refmap, tmp_path / 'q.npy', cfg).output
+        batch = evaluate(refmap, tmp_path / 'q.npy', cfg, keep_matrix=True).output
         result = replay(tmp_path / 'q.npy', cfg, refmap)
         best = [s.hypothesis.best for s in result.steps if s.hypothesis is not None]
         assert len(best) == int(batch.matches.valid.sum()) == 57
