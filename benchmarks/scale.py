@@ -8,8 +8,10 @@ queries are the same route with noise at two levels. Reported per row:
 * node per-frame latency p50/p99 (matching only, the encoder excluded), from ``NodeCore``;
 * top-1 agreement of the approximate search with the exact one, and R@1 (same index +-2) of
   each, at both noise levels;
-* build time, index training time, map size on disk, load time, resident memory (RSS) after
-  loading and after the queries.
+* build time, index training time, map size on disk, stored index size, load time, resident
+  memory (RSS) after the queries and its peak;
+* for IVF indexes holding frames (``single``, ``seqmatch``), single-frame search through the
+  stored index against an exact scan of the map (what ``single`` does with the index).
 
 Each map size runs in a child process so that memory figures do not mix.
 
