@@ -1,12 +1,15 @@
 """Approximate search for large maps: faiss IVF-Flat, IVF-PQ and HNSW indexes, and exact
 sequence matching driven by their candidates.
 
-For ``single`` and ``seqgem`` an index *is* the retrieval. For ``seqmatch`` it proposes
-reference anchors: every frame of the query window asks the index for its ``C`` nearest
-reference frames, each of which implies an anchor (the frame the window would end at, per
-velocity kernel); the exact sequence distance is then computed only along those anchors'
-diagonals. Per new frame that is ``O(C x L x L x D)`` work instead of ``O(N x D)``. When the
-candidates cover the map the result is the dense one, which the tests pin.
+For ``single`` and ``seqgem`` an index *is* the retrieval; its top candidates are re-scored
+exactly from the map's rows and re-ranked (:func:`rerank`), so published distances are exact
+even from PQ codes. For ``seqmatch`` it proposes reference anchors: every frame of the query
+window has the index's ``C`` nearest reference frames, each of which implies an anchor (the
+frame the window would end at, per velocity kernel); the exact sequence distance is then
+computed only along those anchors' diagonals. A sliding window keeps each frame's neighbours
+while the frame is in it (:class:`WindowCandidates`), so a new frame costs one index search
+plus ``O(C x L x L x D)`` work instead of ``O(N x D)``. When the candidates cover the map the
+result is the dense one, which the tests pin.
 
 Index contract: ``search((M, D), k) -> (row indices (M, k), Euclidean distances (M, k))``,
 -1 / inf where fewer than ``k`` rows exist, exactly as :class:`FlatL2Index`.
