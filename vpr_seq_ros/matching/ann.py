@@ -1,12 +1,15 @@
 """Approximate search for large maps: faiss IVF-Flat, IVF-PQ and HNSW indexes, and exact
 sequence matching driven by their candidates.
 
-For ``single`` and ``seqgem`` an index *is* the retrieval. For ``seqmatch`` it proposes
-reference anchors: every frame of the query window asks the index for its ``C`` nearest
-reference frames, each of which implies an anchor (the frame the window would end at, per
-velocity kernel); the exact sequence distance is then computed only along those anchors'
-diagonals. Per new frame that is ``O(C x L x L x D)`` work instead of ``O(N x D)``. When the
-candidates cover the map the result is the dense one, which the tests pin.
+For ``single`` and ``seqgem`` an index *is* the retrieval; its top candidates are re-scored
+exactly from the map's rows and re-ranked (:func:`rerank`), so published distances are exact
+even from PQ codes. For ``seqmatch`` it proposes reference anchors: every frame of the query
+window has the index's ``C`` nearest reference frames, each of which implies an anchor (the
+frame the window would end at, per velocity kernel); the exact sequence distance is then
+computed only along those anchors' diagonals. A sliding window keeps each frame's neighbours
+while the frame is in it (:class:`WindowCandidates`), so a new frame costs one index search
+plus ``O(C x L x L x D)`` work instead of ``O(N x D)``. When the candidates cover the map the
+result is the dense one, which the tests pin.
 
 Index contract: ``search((M, D), k) -> (row indices (M, k), Euclidean distances (M, k))``,
 -1 / inf where fewer than ``k`` rows exist, exactly as :class:`FlatL2Index`.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -308,17 +312,8 @@ class AnchorDistances:
         return np.where(self._fits, seq, np.inf).min(axis=0)
 
 
-def candidate_search(index: AnnIndex, refs: np.ndarray, ref_segments: np.ndarray,
-                     window: np.ndarray, offsets: np.ndarray, candidates: int, k: int,
-                     metric: str = 'euclidean') -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` reference anchors of one query window by candidate-driven exact matching.
-
-    Returns:
-        ``(k,)`` anchors best first (-1 where fewer were found) and their distances (inf).
-    """
-    found, _ = index.search(window, candidates)
-    anchors = candidate_anchors(found, offsets, len(refs))
-    dist = sequence_distances_at(refs, ref_segments, window, anchors, offsets, metric)
+def _best(anchors: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` finite smallest of ``dist`` (stable), padded with -1 / inf."""
     finite = np.isfinite(dist)
     anchors, dist = anchors[finite], dist[finite]
     order = np.argsort(dist, kind='stable')[:k]
@@ -328,5 +323,98 @@ def candidate_search(index: AnnIndex, refs: np.ndarray, ref_segments: np.ndarray
     return idx, out
 
 
-__all__ = ['CACHE_BYTES', 'INDEX_KINDS', 'AnchorDistances', 'AnnIndex', 'auto_nlist',
-           'candidate_anchors', 'candidate_search', 'sequence_distances_at', 'trailing_offsets']
+def candidate_search(index: AnnIndex, refs: np.ndarray, ref_segments: np.ndarray,
+                     window: np.ndarray, offsets: np.ndarray, candidates: int, k: int,
+                     metric: str = 'euclidean') -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` reference anchors of one query window by candidate-driven exact matching.
+
+    Searches the index for every window frame; a sliding window should use
+    :class:`WindowCandidates`, which searches only the new frame.
+
+    Returns:
+        ``(k,)`` anchors best first (-1 where fewer were found) and their distances (inf).
+    """
+    found, _ = index.search(window, candidates)
+    anchors = candidate_anchors(found, offsets, len(refs))
+    dist = sequence_distances_at(refs, ref_segments, window, anchors, offsets, metric)
+    return _best(anchors, dist, k)
+
+
+class WindowCandidates:
+    """:func:`candidate_search` for a sliding query window, one index search per new frame.
+
+    Each window frame's index neighbours are kept while the frame stays in the window (keyed
+    by the frame's bytes, so a result never depends on where the window came from); a window
+    that shares no frame with the previous one (a reset or a new segment) searches all its
+    frames again. The anchors, and so the distances, are those of :func:`candidate_search`.
+
+    Args:
+        index: the map's index over its frame descriptors.
+        refs: ``(N, D)`` reference frame descriptors.
+        ref_segments: ``(N,)`` segment ids.
+        offsets: ``(S, L)`` reference offsets per kernel (:func:`trailing_offsets`).
+        candidates: C, neighbours asked per window frame.
+        k: anchors returned.
+        metric: ``euclidean`` or ``sad``.
+    """
+
+    def __init__(self, index: AnnIndex, refs: np.ndarray, ref_segments: np.ndarray,
+                 offsets: np.ndarray, candidates: int, k: int,
+                 metric: str = 'euclidean') -> None:
+        self.index, self.refs, self.ref_segments = index, refs, ref_segments
+        self.offsets, self.candidates, self.k, self.metric = offsets, candidates, k, metric
+        self._found: dict[bytes, np.ndarray] = {}
+        self.searched = 0
+        """Window frames searched in the index so far (for tests and benchmarks)."""
+
+    def reset(self) -> None:
+        """Forget the kept neighbours (a reset or a segment change)."""
+        self._found.clear()
+
+    def __call__(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(L, D)`` window, oldest first -> ``(k,)`` anchors best first (-1: none) and
+        their exact sequence distances (inf)."""
+        window = np.ascontiguousarray(window, np.float32)
+        keys = [row.tobytes() for row in window]
+        missing = [t for t, key in enumerate(keys) if key not in self._found]
+        if missing:
+            found, _ = self.index.search(window[missing], self.candidates)
+            self._found.update(zip((keys[t] for t in missing), found))
+            self.searched += len(missing)
+        self._found = {key: self._found[key] for key in keys}  # only the window's frames
+        found = np.stack([self._found[key] for key in keys])
+        anchors = candidate_anchors(found, self.offsets, len(self.refs))
+        dist = sequence_distances_at(self.refs, self.ref_segments, window, anchors,
+                                     self.offsets, self.metric)
+        return _best(anchors, dist, self.k)
+
+
+def rerank(found: np.ndarray, exact: Callable[[np.ndarray], np.ndarray],
+           k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score an index's candidates exactly and re-rank them.
+
+    Args:
+        found: ``(C,)`` rows an index returned (-1: none).
+        exact: ``(A,)`` rows -> ``(A,)`` exact distances (inf: not a valid anchor).
+        k: results kept.
+
+    Returns:
+        ``(k,)`` rows best first by exact distance (-1 where fewer) and the distances (inf).
+    """
+    rows = np.asarray(found, np.int64)
+    rows = rows[rows >= 0]
+    dist = np.asarray(exact(rows), np.float64) if len(rows) else np.zeros(0)
+    return _best(rows, dist, k)
+
+
+def frame_distances(refs: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distances of ``(D,)`` ``query`` to the ``(A,)`` ``rows`` of ``refs``
+    (float32, float16 or memory-mapped; only those rows are read), as float64."""
+    diff = np.asarray(refs[np.asarray(rows, np.int64)], np.float32) - \
+        np.asarray(query, np.float32)
+    return np.sqrt(np.einsum('ad,ad->a', diff, diff, dtype=np.float64))
+
+
+__all__ = ['CACHE_BYTES', 'INDEX_KINDS', 'AnchorDistances', 'AnnIndex', 'WindowCandidates',
+           'auto_nlist', 'candidate_anchors', 'candidate_search', 'frame_distances', 'rerank',
+           'sequence_distances_at', 'trailing_offsets']

@@ -25,7 +25,9 @@ from vpr_seq_ros.matching.methods.base import (References, SequenceMethod, Strea
 from vpr_seq_ros.types import EncodedRun
 
 WindowSearch = Callable[[np.ndarray], 'tuple[np.ndarray, np.ndarray]']
-"""``(L, D)`` window -> ``(k,)`` reference anchors (-1: none) and distances (inf)."""
+"""``(L, D)`` window -> ``(k,)`` reference anchors (-1: none) and distances (inf). A search
+may keep state between consecutive windows (seqmatch keeps each frame's index neighbours);
+then it has a ``reset()``, which the stream calls whenever its window restarts."""
 
 SampleSearch = Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]]
 """``(k,)`` anchors -> (``(L, D)`` window -> ``(k,)`` exact distances there)."""
@@ -104,12 +106,20 @@ class WindowIndexStream(StreamingMatcher):
     def num_frames(self) -> int:
         return len(self._buffer)
 
+    def _forget(self) -> None:
+        forget = getattr(self.search, 'reset', None)  # a search that keeps per-frame state
+        if forget is not None:
+            forget()
+
     def reset(self) -> None:
         self._buffer.clear()
         self._window = None
+        self._forget()
 
     def push(self, descriptor: np.ndarray, segment: int = 0) -> np.ndarray | None:
         window = self._window = self._buffer.push(descriptor, segment)
+        if len(self._buffer) == 1:  # the window restarted (first frame, or a new segment)
+            self._forget()
         if window is None:
             return None
         idx, dist = self.search(window)

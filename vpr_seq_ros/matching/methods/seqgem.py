@@ -102,9 +102,27 @@ class SeqGem(SequenceMethod):
 
     def window_search(self, references: References, ann: Any, candidates: int,
                       k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The index's top ``max(candidates, k)`` anchors, re-scored exactly against the
+        anchors' sequence descriptors (the map's stored ones when they fit, else pooled from
+        their frames) and re-ranked (:func:`vpr_seq_ros.matching.ann.rerank`)."""
+        from vpr_seq_ros.matching.ann import frame_distances, rerank, trailing_offsets
+
+        offsets = trailing_offsets(self.length)[0]
+
+        def exact(rows: np.ndarray, current: np.ndarray) -> np.ndarray:
+            pre = self.stored(references)
+            if pre is not None:
+                return frame_distances(pre.descriptors, rows, current)
+            frames = references.descriptors  # the index holds only anchors with a window
+            taken = (rows[:, None] + offsets).reshape(-1)
+            pooled = seqgem(np.asarray(frames[taken], np.float32).reshape(
+                len(rows), self.length, -1), self.p)
+            return frame_distances(pooled, np.arange(len(rows)), current)
+
         def search(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            idx, dist = ann.search(seqgem(window, self.p)[None], k)
-            return idx[0], dist[0]
+            current = seqgem(window, self.p)
+            found, _ = ann.search(current[None], max(candidates, k))
+            return rerank(found[0], lambda rows: exact(rows, current), k)
 
         return search
 

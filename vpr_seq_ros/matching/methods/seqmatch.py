@@ -122,18 +122,13 @@ class SeqMatch(SequenceMethod):
     def window_search(self, references: References, ann: Any, candidates: int,
                       k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Candidate anchors from the index, exact sequence distances along their diagonals
-        (:func:`vpr_seq_ros.matching.ann.candidate_search`)."""
-        from vpr_seq_ros.matching.ann import candidate_search, trailing_offsets
+        (:class:`vpr_seq_ros.matching.ann.WindowCandidates`: one index search per new frame,
+        the same anchors as :func:`~vpr_seq_ros.matching.ann.candidate_search`)."""
+        from vpr_seq_ros.matching.ann import WindowCandidates, trailing_offsets
 
         s = self._check_approximate()
-        offsets = trailing_offsets(s.length)
-        refs, segments = references.descriptors, np.asarray(references.segments)
-
-        def search(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return candidate_search(ann, refs, segments, window, offsets, candidates, k,
-                                    s.metric)
-
-        return search
+        return WindowCandidates(ann, references.descriptors, np.asarray(references.segments),
+                                trailing_offsets(s.length), candidates, k, s.metric)
 
     def sample_search(self, references: References, anchors: np.ndarray
                       ) -> Callable[[np.ndarray], np.ndarray]:

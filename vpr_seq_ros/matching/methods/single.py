@@ -73,11 +73,18 @@ class SingleFrame(SequenceMethod):
 
     def window_search(self, references: References, ann: Any, candidates: int,
                       k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The index's top ``max(candidates, k)`` frames, re-scored exactly from the map's
+        rows and re-ranked (:func:`vpr_seq_ros.matching.ann.rerank`): the distances are
+        exact whatever the index (PQ codes only approximate them)."""
+        from vpr_seq_ros.matching.ann import frame_distances, rerank
+
         self._check_approximate()
 
         def search(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            idx, dist = ann.search(window[-1:], k)
-            return idx[0], dist[0]
+            query = window[-1]
+            found, _ = ann.search(query[None], max(candidates, k))
+            return rerank(found[0], lambda rows: frame_distances(references.descriptors, rows,
+                                                                 query), k)
 
         return search
 
