@@ -137,6 +137,21 @@ class AnnIndex:
 
         return np.asarray(faiss.serialize_index(self.index), dtype=np.uint8)
 
+    def write(self, path: str) -> None:
+        """Write the index to a file, the same bytes as :meth:`to_bytes` (no copy in memory:
+        ``build-map`` streams the file into the map).
+
+        Raises:
+            MatchingError: the file cannot be written.
+        """
+        import faiss
+
+        try:
+            faiss.write_index(self.index, str(path))
+        except RuntimeError as err:
+            raise MatchingError(f'cannot write the {self.params.kind} index to {path}: '
+                                f'{err}') from err
+
     @classmethod
     def from_bytes(cls, data: np.ndarray, params: IndexConfig, rows: np.ndarray) -> AnnIndex:
         """Read back what :meth:`to_bytes` wrote.
