@@ -104,7 +104,11 @@ class AnnIndex:
             rng = np.random.default_rng(seed)
             sample = rows if n <= TRAIN_SIZE else \
                 np.sort(rng.choice(rows, TRAIN_SIZE, replace=False))
-            index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+            train = np.empty((len(sample), dim), np.float32)  # filled in blocks: no copy
+            for lo in range(0, len(sample), _ADD_BLOCK):  # of the sample in the input dtype
+                train[lo:lo + _ADD_BLOCK] = vectors[sample[lo:lo + _ADD_BLOCK]]
+            index.train(train)
+            del train
             index.nprobe = params.nprobe
             params = dataclasses.replace(params, nlist=nlist)
         for lo in range(0, n, _ADD_BLOCK):
