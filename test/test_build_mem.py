@@ -3,6 +3,7 @@ sequence descriptors made straight in the map's dtype, give the same maps as bef
 
 from __future__ import annotations
 
+import errno
 import zipfile
 
 import numpy as np
@@ -106,3 +107,23 @@ def test_seqgem_descriptors_in_float16_are_the_float32_ones_rounded_once():
     np.testing.assert_array_equal(valid, valid16)
     np.testing.assert_array_equal(narrow, wide.astype(np.float16))
     assert not narrow[~valid].any() and narrow[valid].all()
+
+
+def test_full_disk_while_the_index_is_streamed_keeps_the_old_map(tmp_path, monkeypatch):
+    np.save(tmp_path / 'ref.npy', route(200))
+    cfg = load_config(overrides={'encoder.name': 'npy', 'sequence.length': 4,
+                                 'matching.index.kind': 'ivf-flat',
+                                 'matching.index.nlist': 4})
+    out = build_map(tmp_path / 'ref.npy', cfg, tmp_path / 'maps' / 'm.npz')
+    before = out.read_bytes()
+
+    def full(*args, **kwargs):
+        args[0].write(b'\x93NUMPY partial')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(np.lib.format, 'write_array_header_1_0', full)  # the streamed member
+    with pytest.raises(MapError, match='No space left on device.*previous m.npz is unchanged'):
+        build_map(tmp_path / 'ref.npy', cfg, out, overwrite=True)
+    monkeypatch.undo()
+    assert out.read_bytes() == before
+    assert [p.name for p in out.parent.iterdir()] == ['m.npz']  # no index or map temporaries
