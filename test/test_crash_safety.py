@@ -163,7 +163,7 @@ def test_full_disk_is_a_clear_error_and_the_old_map_stays(built, tmp_path, monke
         raise OSError(errno.ENOSPC, 'No space left on device')
 
     if where == 'write':
-        monkeypatch.setattr(np, 'savez', full)
+        monkeypatch.setattr(np.lib.format, 'write_array', full)  # what writes each member
     else:
         monkeypatch.setattr(os, 'fsync', full)
     code = main(['build-map', str(tmp_path / 'ref'), '-o', str(built), '--seq-len', '4',
@@ -190,7 +190,7 @@ def test_full_disk_during_slam_save_map(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr(np, 'savez', full)
+    monkeypatch.setattr(np.lib.format, 'write_array', full)
     with pytest.raises(MapError, match='No space left on device.*previous slam.npz is unchanged'):
         core.save_map(out)
     monkeypatch.undo()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
@@ -178,14 +180,13 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
     pre = method.precompute(run)
     if pre is not None:
         extra['sequence_descriptors'] = pre.info
-    index = index_rows = None
+    ann = None
     if cfg.matching.index.kind != 'exact':
         from vpr_seq_ros.matching.methods.approximate import build_index
 
         started = time.perf_counter()
         ann, extra['index'] = build_index(method, run, cfg.matching.index, pre)
         extra['index']['train_seconds'] = round(time.perf_counter() - started, 3)
-        index, index_rows = ann.to_bytes(), ann.rows
     features = None
     if cfg.node.verification.map_features:
         features, extra['features'] = map_frame_features(source, run, cfg)
@@ -198,8 +199,37 @@ def build_map(source_path: str | Path, cfg: Config, out: str | Path,
                              config=_stored_config(cfg),
                              geo_origin=tuple(float(v) for v in origin) if origin else None,
                              dropped_frames=dropped, **extra)
-    return save_map(ReferenceMap(run, manifest, None if pre is None else pre.descriptors,
-                                 None, index, index_rows, features), out)
+    return _save_with_index(ReferenceMap(run, manifest,
+                                         None if pre is None else pre.descriptors, None, None,
+                                         None if ann is None else ann.rows, features), out, ann)
+
+
+def _save_with_index(refmap: ReferenceMap, out: Path, ann: Any) -> Path:
+    """Write a map whose index is ``ann`` (an ``AnnIndex``, or None): the index goes to a
+    temporary file beside the map (``faiss.write_index``) that the map writer streams into
+    its ``index`` member, so the index is never in memory twice (once trained, once
+    serialised). The temporary file is removed whatever happens; one left by a killed process
+    is removed by the next write to ``out``, like the map's own temporary file.
+
+    Raises:
+        MapError: the folder cannot be written.
+    """
+    if ann is None:
+        return save_map(refmap, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.name}.{os.getpid()}.',
+                                    suffix='.index.tmp')
+    except OSError as err:
+        raise MapError(f'cannot write {out}: {err.strerror or err}; no map was written; '
+                       'choose a folder you may write to') from err
+    os.close(fd)
+    index_file = Path(name)
+    try:
+        ann.write(str(index_file))
+        return save_map(refmap, out, index_file)
+    finally:
+        index_file.unlink(missing_ok=True)
 
 
 def _check_features_source(source: FrameSource) -> None:

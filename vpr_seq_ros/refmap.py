@@ -18,10 +18,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -230,11 +231,22 @@ def resolve_map_path(path: str | Path) -> Path:
     raise MapError(f'map file {path} does not exist{also}; build one with `vpr-seq build-map`')
 
 
-def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
+def save_map(refmap: ReferenceMap, path: str | Path, index_file: str | Path | None = None
+             ) -> Path:
     """Write a map atomically; returns the path (``.npz`` is appended if missing).
 
+    Members are written one after another into the zip (as ``np.savez`` does, uncompressed), so
+    writing needs no memory beyond the arrays themselves.
+
+    Args:
+        refmap: the map.
+        path: where to write it.
+        index_file: a file holding the serialised index (``faiss.write_index``), streamed into
+            the ``index`` member in blocks instead of ``refmap.index`` (which is then ignored):
+            a large index is never held twice in memory. ``refmap.index_rows`` must be set.
+
     Raises:
-        MapError: the folder cannot be written.
+        MapError: the folder cannot be written, or the index file cannot be read.
     """
     path = map_output_path(path)
     run = refmap.run
@@ -251,17 +263,64 @@ def save_map(refmap: ReferenceMap, path: str | Path) -> Path:
         arrays['poses'] = np.asarray(run.poses, dtype=np.float64)
     if refmap.sequence_descriptors is not None:
         arrays['sequence_descriptors'] = np.asarray(refmap.sequence_descriptors, dtype=dtype)
-    if refmap.index is not None and refmap.index_rows is not None:
-        arrays['index'] = np.asarray(refmap.index, dtype=np.uint8)
+    index_source: Path | np.ndarray | None = Path(index_file) if index_file is not None else \
+        refmap.index
+    if index_source is not None and refmap.index_rows is not None:
+        if isinstance(index_source, Path):
+            arrays['index'] = np.zeros(0, np.uint8)  # placeholder keeping the member order
+        else:
+            arrays['index'] = np.asarray(index_source, dtype=np.uint8)
         arrays['index_rows'] = np.asarray(refmap.index_rows, dtype=np.int64)
     for key, value in (refmap.features or {}).items():
         arrays[FEATURES_PREFIX + key] = np.asarray(value)
+    streamed = {'index': index_source} if isinstance(index_source, Path) and \
+        'index' in arrays else {}
     try:
-        atomic_write(path, lambda handle: np.savez(handle, **arrays))
+        atomic_write(path, lambda handle: _write_npz(handle, arrays, streamed))
     except VprSeqError as err:
         raise MapError(str(err)) from err
     log.info('wrote map %s (%d frames, D=%d)', path, len(run), run.descriptors.shape[1])
     return path
+
+
+_COPY_BLOCK = 16 * 2**20
+"""Bytes copied at a time when a member is streamed from a file."""
+
+
+def _write_npz(handle: BinaryIO, arrays: dict[str, np.ndarray],
+               streamed: dict[str, Path]) -> None:
+    """Write ``arrays`` as ``np.savez`` does (uncompressed ``.npy`` members, zip64), except
+    that the members named in ``streamed`` are ``uint8`` arrays copied from those files in
+    blocks of :data:`_COPY_BLOCK` bytes.
+
+    Raises:
+        MapError: a streamed file cannot be read.
+    """
+    with zipfile.ZipFile(handle, mode='w', compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as archive:
+        for key, value in arrays.items():
+            with archive.open(key + '.npy', 'w', force_zip64=True) as member:
+                if key not in streamed:
+                    np.lib.format.write_array(member, np.asanyarray(value),
+                                              allow_pickle=False)
+                    continue
+                try:
+                    source = open(streamed[key], 'rb')
+                except OSError as err:
+                    raise MapError(f'cannot read the index file {streamed[key]}: {err}; build '
+                                   'the map again') from err
+                with source:
+                    size = os.fstat(source.fileno()).st_size
+                    header = np.lib.format.header_data_from_array_1_0(np.zeros(0, np.uint8))
+                    header['shape'] = (size,)
+                    np.lib.format.write_array_header_1_0(member, header)
+                    copied = 0
+                    while block := source.read(_COPY_BLOCK):
+                        member.write(block)
+                        copied += len(block)
+                    if copied != size:
+                        raise MapError(f'the index file {streamed[key]} changed while it was '
+                                       'written into the map; build the map again')
 
 
 def _npz_members(path: Path) -> dict[str, Any]:

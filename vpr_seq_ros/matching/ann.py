@@ -108,7 +108,11 @@ class AnnIndex:
             rng = np.random.default_rng(seed)
             sample = rows if n <= TRAIN_SIZE else \
                 np.sort(rng.choice(rows, TRAIN_SIZE, replace=False))
-            index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+            train = np.empty((len(sample), dim), np.float32)  # filled in blocks: no copy
+            for lo in range(0, len(sample), _ADD_BLOCK):  # of the sample in the input dtype
+                train[lo:lo + _ADD_BLOCK] = vectors[sample[lo:lo + _ADD_BLOCK]]
+            index.train(train)
+            del train
             index.nprobe = params.nprobe
             params = dataclasses.replace(params, nlist=nlist)
         for lo in range(0, n, _ADD_BLOCK):
@@ -140,6 +144,21 @@ class AnnIndex:
         import faiss
 
         return np.asarray(faiss.serialize_index(self.index), dtype=np.uint8)
+
+    def write(self, path: str) -> None:
+        """Write the index to a file, the same bytes as :meth:`to_bytes` (no copy in memory:
+        ``build-map`` streams the file into the map).
+
+        Raises:
+            MatchingError: the file cannot be written.
+        """
+        import faiss
+
+        try:
+            faiss.write_index(self.index, str(path))
+        except RuntimeError as err:
+            raise MatchingError(f'cannot write the {self.params.kind} index to {path}: '
+                                f'{err}') from err
 
     @classmethod
     def from_bytes(cls, data: np.ndarray, params: IndexConfig, rows: np.ndarray) -> AnnIndex:

@@ -25,8 +25,10 @@ def seqgem(frames: np.ndarray, p: float) -> np.ndarray:
 
 def sequence_descriptors(frames: np.ndarray, length: int, p: float,
                          segments: np.ndarray | None = None,
-                         window: str = 'trailing') -> tuple[np.ndarray, np.ndarray]:
-    """SeqGeM descriptor of every anchor's window.
+                         window: str = 'trailing', dtype: type | np.dtype = np.float32
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """SeqGeM descriptor of every anchor's window, computed a block of anchors at a time in
+    float64 and rounded straight into ``dtype`` (a float16 map needs no float32 copy).
 
     Args:
         frames: ``(N, D)`` frame descriptors.
@@ -34,14 +36,16 @@ def sequence_descriptors(frames: np.ndarray, length: int, p: float,
         p: SeqGeM exponent.
         segments: ``(N,)`` segment ids (windows never cross them).
         window: ``'trailing'`` or ``'centred'``.
+        dtype: ``float32`` or ``float16``; float16 holds the float32 values rounded once.
 
     Returns:
-        ``(descriptors, valid)``: ``(N, D)`` float32 (zeros where invalid) and ``(N,)`` bool.
+        ``(descriptors, valid)``: ``(N, D)`` of ``dtype`` (zeros where invalid) and ``(N,)``
+        bool.
     """
     n = frames.shape[0]
     segments = np.zeros(n, np.int64) if segments is None else np.asarray(segments)
     starts, valid = window_starts(segments, length, window)
-    out = np.zeros(frames.shape, dtype=np.float32)
+    out = np.zeros(frames.shape, dtype=dtype)
     anchors = np.flatnonzero(valid)
     for lo in range(0, len(anchors), _BLOCK):
         block = anchors[lo:lo + _BLOCK]

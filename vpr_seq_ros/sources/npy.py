@@ -58,9 +58,18 @@ class DescriptorFileSource(FrameSource):
         return bool(self.table) and all(r.pose is not None for r in self.table.values())
 
     def __iter__(self) -> Iterator[Frame]:
+        # mapped again for this pass only: the pages read leave the process once it is done
+        # (a million-row map build would otherwise keep the whole input resident)
+        try:
+            array = np.load(self.file, mmap_mode='r', allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise SourceError(f'cannot read descriptor file {self.file}: {err}') from err
+        if array.shape != self.array.shape or array.dtype != self.array.dtype:
+            raise SourceError(f'descriptor file {self.file} changed while it was read; '
+                              'start again')
         for index in range(len(self)):
             row = self.table.get(str(index)) if self.table else None
-            descriptor = np.asarray(self.array[index], dtype=np.float32)
+            descriptor = np.array(array[index], dtype=np.float32)  # a copy, not a view
             if not np.all(np.isfinite(descriptor)):
                 raise SourceError(f'{self.file}: row {index} holds NaN or infinite values')
             yield Frame(index=index, stamp_ns=self.stamps[index], descriptor=descriptor,

@@ -83,8 +83,9 @@ class SeqGem(SequenceMethod):
         return {'method': self.name, 'length': self.length, 'p': self.p, 'window': 'trailing'}
 
     def precompute(self, run: EncodedRun) -> Precomputed:
-        seq, valid = sequence_descriptors(run.descriptors, self.length, self.p, run.segments,
-                                          'trailing')
+        seq, valid = sequence_descriptors(  # float16 runs (maps) keep float16: no f32 copy
+            run.descriptors, self.length, self.p, run.segments, 'trailing',
+            np.float16 if run.descriptors.dtype == np.float16 else np.float32)
         return Precomputed(seq, valid, self._info())
 
     def fits(self, stored: Precomputed) -> bool:
