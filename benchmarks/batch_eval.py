@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_seq_ros.machine import cpu_line
+from vpr_seq_ros.machine import cpu_line, peak_rss_mib
 
 HERE = Path(__file__).resolve().parent
 LENGTH = 5
@@ -38,17 +38,6 @@ def scale_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size (VmHWM) in MiB."""
-    try:
-        for line in Path('/proc/self/status').read_text().splitlines():
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float('nan')
 
 
 def make_data(size: int, queries: int, out: Path) -> None:

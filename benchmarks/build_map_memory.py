@@ -30,18 +30,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vpr_seq_ros.machine import proc_status  # noqa: E402 - this checkout's, not an installed one
 
 GIB = 2**30
-
-
-def _status() -> dict[str, int]:
-    """VmRSS, VmHWM, RssAnon, RssFile in bytes."""
-    out = {}
-    for line in Path('/proc/self/status').read_text().splitlines():
-        key, _, value = line.partition(':')
-        if key in ('VmRSS', 'VmHWM', 'RssAnon', 'RssFile'):
-            out[key] = int(value.split()[0]) * 1024
-    return out
 
 
 def _reset_peak() -> None:
@@ -79,7 +70,7 @@ def child(args: argparse.Namespace) -> None:
 
     def sample() -> None:
         while not stop.is_set():
-            st = _status()
+            st = proc_status()
             if current:
                 current['anon'] = max(current.get('anon', 0), st['RssAnon'])
                 current['file'] = max(current.get('file', 0), st['RssFile'])
@@ -95,7 +86,7 @@ def child(args: argparse.Namespace) -> None:
                 return fn(*a, **k)
             finally:
                 current['seconds'] = time.perf_counter() - started
-                current['peak'] = _status()['VmHWM']
+                current['peak'] = proc_status()['VmHWM']
                 stages.append(current)
                 current = {}
         return wrapped
@@ -111,6 +102,8 @@ def child(args: argparse.Namespace) -> None:
         return method
 
     pipeline.build_method = build_method_staged
+    if args.tmp:
+        Path(args.tmp).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         route = Path(tmp) / 'route.npy'
         make_route(route, args.frames, args.dim)
@@ -120,7 +113,7 @@ def child(args: argparse.Namespace) -> None:
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
         _reset_peak()
-        base = _status()['VmRSS']
+        base = proc_status()['VmRSS']
         started = time.perf_counter()
         out = pipeline.build_map(route, cfg, Path(tmp) / 'map.npz')
         seconds = time.perf_counter() - started

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_seq_ros.machine import cpu_line, rss_mib
+from vpr_seq_ros.machine import cpu_line, peak_rss_mib, rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 512
@@ -60,18 +60,6 @@ THUMB = (16, 32, 8)
 """(height, width, patch) of that descriptor."""
 NORDLAND_LENGTH = 10
 NORDLAND_FRAMES = 1200
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process in MiB (NaN where ``/proc`` is missing)."""
-    try:
-        with open('/proc/self/status') as handle:
-            for line in handle:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float('nan')
 
 
 def route(n: int, seed: int = 0, out: np.ndarray | None = None) -> np.ndarray:

@@ -77,6 +77,18 @@ if 'ROS_DOMAIN_ID' not in os.environ:
         102, 215))
 
 
+def load_benchmark(name: str) -> Any:
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / 'benchmarks' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(f'bench_{name}', path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _is_ros_test(nodeid: str) -> bool:
     return Path(nodeid.split('::')[0]).name.startswith(ROS_TEST_PREFIXES)
 

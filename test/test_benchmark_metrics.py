@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
 from vpr_seq_ros.matching.seqmatch import SeqMatchSettings
 from vpr_seq_ros.types import Matches
 
-BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f'bench_{name}', BENCH / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_speed_profiles_and_resampling_by_hand():
-    velocity = load('velocity')
+    velocity = load_benchmark('velocity')
     profiles = velocity.speed_profiles(8)
     np.testing.assert_array_equal(profiles['constant 1x'], np.arange(8))
     np.testing.assert_array_equal(profiles['drop every 4th (1.33x)'], [0, 1, 2, 4, 5, 6])
@@ -39,7 +28,7 @@ def test_speed_profiles_and_resampling_by_hand():
 
 
 def test_velocity_recall_uses_original_places():
-    velocity = load('velocity')
+    velocity = load_benchmark('velocity')
     # 3 queries with original places 0, 2, 5; top-1 at 1 (right, +-1), 4 (wrong), 5 (right)
     matches = Matches(np.array([[1], [4], [5]]), np.zeros((3, 1)), np.ones(3, bool))
     ref_valid = np.ones(6, bool)
@@ -53,7 +42,7 @@ def test_velocity_recall_uses_original_places():
 
 
 def test_calibration_features_by_hand():
-    calibration = load('calibration')
+    calibration = load_benchmark('calibration')
     refs = np.eye(6, dtype=np.float32) * 10
     query = refs[[0, 1, 4, 3, 0, 5]]          # query 2 -> ref 4 (wrong), 4 -> 0 (wrong)
     score, distance, correct = calibration.top1_features(

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
+from conftest import load_benchmark
 from vpr_seq_ros.encoders.patchnorm import patch_normalise
-
-BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f'bench_{name}', BENCH / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def thumbnails(m: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -33,7 +22,7 @@ def thumbnails(m: int, height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def test_patchnorm_rows_is_the_encoder_normalisation():
-    scale = load('scale')
+    scale = load_benchmark('scale')
     thumbs = thumbnails(6, 8, 16)
     thumbs[2, :4, :4] = 7.0  # one flat patch: zeros, as the encoder makes it
     thumbs[3] = 5.0  # a flat image: an all-zero row
@@ -47,7 +36,7 @@ def test_patchnorm_rows_is_the_encoder_normalisation():
 
 
 def test_matched_route_keeps_the_real_statistics():
-    scale = load('scale')
+    scale = load_benchmark('scale')
     shape = (8, 16, 4)
     real = scale.patchnorm_rows(thumbnails(600, 8, 16, seed=1).reshape(600, -1), *shape)
     model = scale.MatchedRoute(real, shape)
@@ -75,7 +64,7 @@ def test_matched_route_keeps_the_real_statistics():
 
 
 def test_synthetic_route_writes_into_a_given_array():
-    scale = load('scale')
+    scale = load_benchmark('scale')
     out = np.zeros((300, scale.DIM), np.float32)
     scale.route(300, seed=3, out=out)
     np.testing.assert_array_equal(out, scale.route(300, seed=3))

@@ -38,16 +38,31 @@ def cpu_line() -> str:
             f'{load:.1f} (other work on the machine slows the figures)')
 
 
-def rss_mib() -> float:
-    """Resident set size of this process in MiB (NaN where ``/proc`` is missing)."""
+def proc_status(keys: tuple[str, ...] = ('VmRSS', 'VmHWM', 'RssAnon', 'RssFile')
+                ) -> dict[str, int]:
+    """Memory figures of this process from ``/proc/self/status``, in bytes (empty where
+    ``/proc`` is missing). ``VmRSS``: resident now; ``VmHWM``: peak resident; ``RssAnon`` /
+    ``RssFile``: anonymous and file-backed parts of the resident set."""
+    out: dict[str, int] = {}
     try:
         with open('/proc/self/status') as handle:
             for line in handle:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1]) / 1024
+                key, _, value = line.partition(':')
+                if key in keys:
+                    out[key] = int(value.split()[0]) * 1024
     except OSError:
         pass
-    return float('nan')
+    return out
 
 
-__all__ = ['cpu_line', 'cpu_model', 'rss_mib', 'simd_flags']
+def rss_mib() -> float:
+    """Resident set size of this process in MiB (NaN where ``/proc`` is missing)."""
+    return proc_status(('VmRSS',)).get('VmRSS', float('nan')) / 2**20
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB (NaN where ``/proc`` is missing)."""
+    return proc_status(('VmHWM',)).get('VmHWM', float('nan')) / 2**20
+
+
+__all__ = ['cpu_line', 'cpu_model', 'peak_rss_mib', 'proc_status', 'rss_mib', 'simd_flags']
