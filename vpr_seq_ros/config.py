@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from vpr_seq_ros.errors import ConfigError
+from vpr_seq_ros.checks import check_choice, check_positive
 from vpr_seq_ros.runtime.rtabmap_config import RtabmapConfig
 from vpr_seq_ros.verification.config import VerificationConfig
 from vpr_seq_ros.matching import method_names
@@ -44,15 +45,8 @@ NODE_MODES = ('localization', 'slam')
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 
 
-def _choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f'{section}.{name} = {value!r} is not one of {", ".join(choices)}')
-
-
-def _positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = '>= 0' if allow_zero else '> 0'
-        raise ConfigError(f'{section}.{name} = {value!r} must be {bound}')
+_choice = check_choice
+_positive = check_positive
 
 
 @dataclass(frozen=True)

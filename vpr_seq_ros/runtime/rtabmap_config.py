@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from vpr_seq_ros.checks import check_bound, check_choice
 from vpr_seq_ros.errors import ConfigError
 
 LINK_TYPES = {'global_closure': 1, 'user_closure': 4}
@@ -58,15 +59,11 @@ class RtabmapConfig:
     link_type: str = 'global_closure'
 
     def __post_init__(self) -> None:
-        if self.link_type not in LINK_TYPES:
-            raise ConfigError(f'{_SECTION}.link_type = {self.link_type!r} is not one of '
-                              f'{", ".join(LINK_TYPES)}')
+        check_choice(_SECTION, 'link_type', self.link_type, LINK_TYPES)
         for name, ok, bound in (('stamp_tolerance_s', self.stamp_tolerance_s >= 0, '>= 0'),
                                 ('max_nodes', self.max_nodes >= 1, '>= 1'),
                                 ('max_pending', self.max_pending >= 0, '>= 0')):
-            if not ok:
-                raise ConfigError(f'{_SECTION}.{name} = {getattr(self, name)!r} must be '
-                                  f'{bound}')
+            check_bound(_SECTION, name, getattr(self, name), ok, bound)
         values = tuple(self.camera_in_base)
         norm = math.sqrt(sum(v * v for v in values[3:])) if len(values) == 7 else 0.0
         if len(values) != 7 or not all(math.isfinite(v) for v in values) or \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vpr_seq_ros.checks import check_bound, check_choice
 from vpr_seq_ros.errors import ConfigError
 
 FEATURES = ('orb', 'sift', 'akaze')
@@ -18,8 +19,7 @@ _SECTION = 'node.verification'
 
 
 def _check(name: str, ok: bool, value: object, bound: str) -> None:
-    if not ok:
-        raise ConfigError(f'{_SECTION}.{name} = {value!r} must be {bound}')
+    check_bound(_SECTION, name, value, ok, bound)
 
 
 @dataclass(frozen=True)
@@ -118,12 +118,8 @@ class VerificationConfig:
     map_features: bool = False
 
     def __post_init__(self) -> None:
-        if self.feature not in FEATURES:
-            raise ConfigError(f'{_SECTION}.feature = {self.feature!r} is not one of '
-                              f'{", ".join(FEATURES)}')
-        if self.eviction not in EVICTIONS:
-            raise ConfigError(f'{_SECTION}.eviction = {self.eviction!r} is not one of '
-                              f'{", ".join(EVICTIONS)}')
+        check_choice(_SECTION, 'feature', self.feature, FEATURES)
+        check_choice(_SECTION, 'eviction', self.eviction, EVICTIONS)
         _check('max_features', self.max_features >= 8, self.max_features, '>= 8')
         _check('max_image_width', self.max_image_width >= 0, self.max_image_width, '>= 0')
         _check('ratio', 0 < self.ratio < 1, self.ratio, 'in (0, 1)')
